@@ -1,0 +1,3 @@
+from icechart.cli.main import main
+
+main()

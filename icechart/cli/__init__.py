@@ -1,0 +1,1 @@
+"""The ``icechart`` command line: thin Click commands over the library."""

@@ -1,0 +1,152 @@
+"""The ``icechart`` group: logging, version, and the ONE place errors become exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from icechart import __version__
+from icechart.errors import IcechartError
+
+logger = logging.getLogger("icechart")
+
+EXIT_CODES = {
+    0: "ok (including skipped scenes)",
+    1: "reserved for Click's own aborts",
+    2: "usage error (Click)",
+    65: "bad input data",
+    66: "input missing or unreadable",
+    69: "model unavailable or corrupt",
+    70: "internal error",
+    73: "cannot create output / exists without --overwrite",
+    74: "I/O error (e.g. disk full)",
+    75: "try again later (lock busy, GPU out of memory)",
+    78: "bad configuration",
+    130: "interrupted (SIGINT)",
+    143: "terminated (SIGTERM)",
+}
+EXIT_EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {k:>3}  {v}" for k, v in EXIT_CODES.items())
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        d: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        d.update(getattr(record, "fields", {}) or {})
+        return json.dumps(d)
+
+
+def configure_logging(verbosity: int, *, log_file: str | None = None, fmt: str = "text") -> None:
+    """Logs go to stderr (and ``log_file``); level WARNING +/- 10 per -v/-q (default INFO)."""
+    level = max(logging.DEBUG, min(logging.CRITICAL, logging.INFO - 10 * verbosity))
+    root = logging.getLogger("icechart")
+    root.handlers.clear()
+    root.setLevel(level)
+    root.propagate = False
+    formatter: logging.Formatter = (
+        _JsonFormatter() if fmt == "json" else logging.Formatter("icechart: %(levelname)s: %(message)s")
+    )
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file))
+    for h in handlers:
+        h.setFormatter(formatter)
+        root.addHandler(h)
+
+
+def _version_message() -> str:
+    try:
+        from icechart.models import default_model_id
+
+        model = default_model_id()
+    except Exception:  # no shipped model yet, or a broken registry: still print a version
+        model = "none"
+    return f"icechart {__version__} (default model: {model})"
+
+
+class IcechartGroup(click.Group):
+    """Maps :class:`IcechartError` to its exit code with a one-line message, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IcechartError as exc:
+            _report(ctx, exc, exc.exit_code, exc.message)
+        except KeyboardInterrupt:
+            click.echo("icechart: interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except MemoryError as exc:
+            _report(ctx, exc, 75, "out of memory; retry with a smaller tile size or on another host")
+        except Exception as exc:  # a bug: say so, exit 70, traceback only with -v/--debug
+            _report(ctx, exc, 70, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _report(ctx: click.Context, exc: BaseException, code: int, message: str) -> None:
+    verbose = (ctx.obj or {}).get("verbosity", 0) > 0
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    first = message.splitlines()[0] if message else type(exc).__name__
+    click.echo(f"icechart: error: {first}", err=True)
+    ctx.exit(code)
+
+
+@click.group(cls=IcechartGroup, epilog=EXIT_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", message=_version_message())
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug); tracebacks on errors.")
+@click.option("-q", "--quiet", count=True, help="Less log output (repeat for errors only).")
+@click.option("--debug", is_flag=True, help="Debug logging and tracebacks (same as -vv).")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Also append logs to this file.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log line format on stderr and in --log-file.",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context, verbose: int, quiet: int, debug: bool, log_file: str | None, log_format: str
+) -> None:
+    """Sea-ice charts (SIC, SOD, FLOE) from AI4Arctic Sentinel-1 scenes with the MMSeaIce U-Net.
+
+    \b
+    Examples:
+      icechart synth demo/ --scenes 1 --size 1003x997 --seed 1
+      icechart predict demo/*.nc -o charts/
+      icechart score --labels demo/ charts/
+    """
+    verbosity = verbose - quiet + (2 if debug else 0)
+    ctx.obj = {"verbosity": verbosity}
+    configure_logging(verbosity, log_file=log_file, fmt=log_format)
+
+
+def _register() -> None:
+    from icechart.cli import synth
+
+    cli.add_command(synth.synth)
+    for name in ("score", "train", "predict", "config"):
+        try:
+            mod = __import__(f"icechart.cli.{name}", fromlist=[name])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"icechart.cli.{name}":
+                raise
+            continue
+        cli.add_command(getattr(mod, name))
+
+
+_register()
+
+
+def main() -> None:  # pragma: no cover - console entry
+    cli(prog_name="icechart")

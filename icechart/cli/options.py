@@ -1,0 +1,46 @@
+"""Options shared by several commands, declared once (rasterio rio/options.py style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from icechart.errors import InputMissingError
+
+
+def existing_paths(paths: tuple[str, ...] | list[str]) -> list[Path]:
+    """Resolve inputs ourselves so a missing one is exit 66 (not Click's 2)."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise InputMissingError(f"{p}: no such file or directory")
+        out.append(path)
+    return out
+
+
+def parse_size(_ctx: Any, _param: Any, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        a, b = value.lower().split("x")
+        size = (int(a), int(b))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LINESxSAMPLES (e.g. 1003x997)") from None
+    if min(size) < 30:
+        raise click.BadParameter(f"{value!r}: each side must be at least 30 pixels")
+    return size
+
+
+device_opt = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where the network runs: auto picks CUDA when available.",
+)
+overwrite_opt = click.option(
+    "--overwrite", is_flag=True, help="Replace existing products that differ from this run's."
+)

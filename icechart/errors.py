@@ -1,0 +1,73 @@
+"""Exceptions that carry their exit code (contract.md, sysexits style).
+
+Library code raises these; only :mod:`icechart.cli.main` turns them into process exits.
+"""
+
+from __future__ import annotations
+
+
+class IcechartError(Exception):
+    """Root of every error icechart reports to a user. ``exit_code`` is the sysexits code."""
+
+    exit_code: int = 70
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class BadDataError(IcechartError):
+    """Input data is malformed or unusable (EX_DATAERR)."""
+
+    exit_code = 65
+
+
+class InputMissingError(IcechartError):
+    """An input file does not exist or cannot be opened (EX_NOINPUT)."""
+
+    exit_code = 66
+
+
+class ModelError(IcechartError):
+    """The model is missing, corrupt or incompatible (EX_UNAVAILABLE)."""
+
+    exit_code = 69
+
+
+class InternalError(IcechartError):
+    """A bug: something that should not happen (EX_SOFTWARE)."""
+
+    exit_code = 70
+
+
+class OutputError(IcechartError):
+    """An output cannot be created, or exists and ``--overwrite`` was not given (EX_CANTCREAT)."""
+
+    exit_code = 73
+
+
+class OutputIOError(IcechartError):
+    """An I/O error while writing, e.g. a full disk (EX_IOERR)."""
+
+    exit_code = 74
+
+
+class TryAgainError(IcechartError):
+    """A transient condition: lock busy, GPU out of memory (EX_TEMPFAIL)."""
+
+    exit_code = 75
+
+
+class ConfigError(IcechartError):
+    """Bad configuration: unknown key, wrong type, incompatible checkpoint (EX_CONFIG)."""
+
+    exit_code = 78
+
+
+class DataWarning(UserWarning):
+    """Suspicious but usable data (e.g. most of the SAR invalid)."""

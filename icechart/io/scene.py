@@ -1,0 +1,338 @@
+"""Open and validate an AI4Arctic "ready-to-train" scene.
+
+The scene is opened lazily (xarray on netCDF4, no dask): arrays are read only when asked for,
+window by window. Validation checks the variables the requested channels need, their dims
+(by name, either order) and dtypes, the coarse-grid sizes and that some SAR is valid.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from icechart.classes import FILL
+from icechart.errors import BadDataError, InputMissingError
+from icechart.io import contract as C
+from icechart.io.georef import interpolate_latlon, tie_positions
+
+logger = logging.getLogger(__name__)
+
+Window = tuple[slice, slice]
+"""(rows, cols) slices into the SAR grid."""
+
+_BLOCK_ROWS = 512  # rows read at once when scanning a full-resolution variable
+
+
+@dataclass
+class Scene:
+    """An opened AI4Arctic scene. Create with :func:`open_scene`; close when done."""
+
+    path: Path
+    ds: xr.Dataset
+    scene_id: str
+    time: datetime
+    service: str
+    sar_fill: float | None = None
+    valid_fraction: float = 1.0
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # -- geometry -------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        """SAR (lines, samples)."""
+        return (int(self.ds.sizes[C.SAR_DIMS[0]]), int(self.ds.sizes[C.SAR_DIMS[1]]))
+
+    @property
+    def coarse_shape(self) -> tuple[int, int] | None:
+        """2 km grid (lines, samples), or None when the scene has no coarse variables."""
+        if C.COARSE_DIMS[0] not in self.ds.sizes:
+            return None
+        return (int(self.ds.sizes[C.COARSE_DIMS[0]]), int(self.ds.sizes[C.COARSE_DIMS[1]]))
+
+    @property
+    def month(self) -> int:
+        """Acquisition month 0..11."""
+        return self.time.month - 1
+
+    def close(self) -> None:
+        self.ds.close()
+
+    def __enter__(self) -> "Scene":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- arrays ---------------------------------------------------------------------------
+    def read(self, name: str, window: Window | None = None) -> np.ndarray:
+        """Read a full-resolution variable (or a window of it) as stored."""
+        var = self.ds[name]
+        if window is not None:
+            var = var[window]
+        return np.asarray(var.values)
+
+    def sar(self, name: str, window: Window | None = None) -> np.ndarray:
+        """A full-resolution input as float32 with invalid pixels (NaN or fill) set to NaN."""
+        a = self.read(name, window).astype(np.float32, copy=False)
+        fills = _fill_values(self.ds[name].attrs, self.sar_fill)
+        if fills:
+            a = np.where(np.isin(a, fills), np.float32(np.nan), a)
+        return a
+
+    def valid(self, window: Window | None = None) -> np.ndarray:
+        """True where both SAR polarisations are valid (not NaN, not a declared fill)."""
+        ok = np.isfinite(self.sar(C.PRIMARY, window))
+        if C.SECONDARY in self.ds:
+            ok &= np.isfinite(self.sar(C.SECONDARY, window))
+        return ok
+
+    def land(self, window: Window | None = None) -> np.ndarray:
+        """True on land: labels masked (255) where SAR is valid; without labels, distance map 0.
+
+        Kept separate from :meth:`valid` (contract.md "Invalid input pixels").
+        """
+        valid = self.valid(window)
+        if self.has_labels:
+            return (self.read("SIC", window) == FILL) & valid
+        if "distance_map" in self.ds:
+            # AI4Arctic's distance map is 0 on land (distance-to-land class).
+            return (np.nan_to_num(self.sar("distance_map", window), nan=-1.0) == 0) & valid
+        return np.zeros(valid.shape, dtype=bool)
+
+    def labels(self, chart: str, window: Window | None = None) -> np.ndarray:
+        """A label chart (uint8, 255 = no label). Raises BadDataError when the scene has none."""
+        if chart not in self.ds:
+            raise BadDataError(f"{self.path}: no labels (variable `{chart}` absent; a test file?)")
+        return self.read(chart, window).astype(np.uint8, copy=False)
+
+    @property
+    def has_labels(self) -> bool:
+        """False for test files: label variables absent, or 255 everywhere."""
+        if "has_labels" not in self._cache:
+            present = all(v in self.ds for v in C.LABELS)
+            any_label = present and _any_block(self.ds["SIC"], lambda b: bool((b != FILL).any()))
+            self._cache["has_labels"] = bool(any_label)
+        return bool(self._cache["has_labels"])
+
+    def coarse(self, name: str) -> np.ndarray:
+        """An AMSR2/ERA5 variable on the 2 km grid, float32, fills as NaN."""
+        a = np.asarray(self.ds[name].values).astype(np.float32, copy=False)
+        fills = _fill_values(self.ds[name].attrs, None)
+        if fills:
+            a = np.where(np.isin(a, fills), np.float32(np.nan), a)
+        return a
+
+    # -- geolocation ----------------------------------------------------------------------
+    def tie_points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(lat, lon, line positions, sample positions) with lat/lon shaped (lines, samples)."""
+        if "tie" not in self._cache:
+            lat = np.asarray(self.ds[C.LAT].values, dtype=np.float64)
+            lon = np.asarray(self.ds[C.LON].values, dtype=np.float64)
+            nl, ns = lat.shape
+            rows = cols = None
+            if C.TIE_LINE in self.ds and C.TIE_SAMPLE in self.ds:
+                rows = _tie_axis(np.asarray(self.ds[C.TIE_LINE].values), axis=1)
+                cols = _tie_axis(np.asarray(self.ds[C.TIE_SAMPLE].values), axis=0)
+            if rows is None or cols is None or rows.size != nl or cols.size != ns:
+                rows = tie_positions(nl, self.shape[0])
+                cols = tie_positions(ns, self.shape[1])
+            self._cache["tie"] = (lat, lon, rows, cols)
+        return self._cache["tie"]
+
+    def latlon(
+        self,
+        window: Window | None = None,
+        *,
+        step: int = 1,
+        rows: np.ndarray | None = None,
+        cols: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Latitude/longitude (degrees, float64) at SAR pixels.
+
+        Either a window of the full grid (every ``step`` pixels), or explicit 1-D ``rows`` and
+        ``cols`` pixel positions (fractional allowed, e.g. block centres).
+        """
+        lat, lon, trow, tcol = self.tie_points()
+        if rows is None or cols is None:
+            r, c = window or (slice(None), slice(None))
+            rows = np.arange(self.shape[0])[r][::step]
+            cols = np.arange(self.shape[1])[c][::step]
+        return interpolate_latlon(lat, lon, trow, tcol, rows, cols)
+
+
+def _tie_axis(a: np.ndarray, *, axis: int) -> np.ndarray | None:
+    """Pixel positions stored as a 2-D tie grid: take the 1-D axis if the grid is separable."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 1:
+        return a
+    line = a.take(0, axis=axis)
+    return line if np.allclose(a, np.expand_dims(line, axis)) else None
+
+
+def _fill_values(attrs: dict[str, Any], configured: float | None) -> list[float]:
+    fills = []
+    for key in ("variable_fill_value", "_FillValue", "missing_value"):
+        v = attrs.get(key)
+        if v is not None and np.isfinite(np.asarray(v, dtype=np.float64)).all():
+            fills.extend(np.atleast_1d(np.asarray(v, dtype=np.float64)).tolist())
+    if configured is not None:
+        fills.append(float(configured))
+    return fills
+
+
+def _any_block(var: xr.DataArray, pred: Any) -> bool:
+    n = var.shape[0]
+    for r0 in range(0, n, _BLOCK_ROWS):
+        if pred(np.asarray(var[r0 : r0 + _BLOCK_ROWS].values)):
+            return True
+    return False
+
+
+def _orient(ds: xr.Dataset, path: Path, names: list[str], dims: tuple[str, str]) -> xr.Dataset:
+    """Check that ``names`` lie on ``dims`` (either order) and transpose them to that order."""
+    for name in names:
+        vdims = ds[name].dims
+        if set(vdims) != set(dims):
+            raise BadDataError(
+                f"{path}: variable `{name}` has dims {vdims}; expected {dims} (AI4Arctic layout)"
+            )
+        if vdims != dims:
+            ds[name] = ds[name].transpose(*dims)
+    return ds
+
+
+def open_scene(
+    path: str | Path,
+    *,
+    channels: tuple[str, ...] | list[str] = (),
+    sar_fill: float | None = None,
+    require_valid: bool = True,
+) -> Scene:
+    """Open an AI4Arctic scene lazily and validate it for ``channels``.
+
+    Parameters
+    ----------
+    path
+        A ``*_prep.nc`` (or ``*_reference.nc``) file.
+    channels
+        Input channels (names of :data:`icechart.io.contract.ALL_CHANNELS`) the caller needs;
+        their variables must be present. The SAR and tie-point variables are always required.
+    sar_fill
+        A SAR value to treat as missing besides NaN and the declared fill (e.g. 0 or 2 for
+        versions of the data set that fill with a constant). Never 0 by default.
+    require_valid
+        Refuse a scene with no valid SAR pixel.
+
+    Raises
+    ------
+    InputMissingError
+        The file does not exist or cannot be read (66).
+    BadDataError
+        Not a netCDF file, truncated, a required variable missing, wrong dims or dtype, or SAR
+        entirely invalid (65). The message names the file and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputMissingError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputMissingError(f"{path}: is a directory, expected a scene file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise InputMissingError(f"{path}: cannot read ({exc.strerror})") from exc
+    if size == 0:
+        raise BadDataError(f"{path}: empty file (0 bytes), expected an AI4Arctic netCDF scene")
+    try:
+        ds = xr.open_dataset(
+            path, engine="netcdf4", mask_and_scale=False, decode_times=False, cache=False
+        )
+    except Exception as exc:  # netCDF4/HDF5 raise many types for a bad file
+        raise BadDataError(f"{path}: not a readable netCDF file ({_short(exc)})") from exc
+    try:
+        scene = _validate(ds, path, list(channels), sar_fill, require_valid)
+    except BadDataError:
+        ds.close()
+        raise
+    except Exception as exc:  # a truncated file fails on the first data read
+        ds.close()
+        raise BadDataError(f"{path}: cannot read data ({_short(exc)}); truncated file?") from exc
+    return scene
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200] or type(exc).__name__
+
+
+def _validate(
+    ds: xr.Dataset,
+    path: Path,
+    channels: list[str],
+    sar_fill: float | None,
+    require_valid: bool,
+) -> Scene:
+    unknown = [c for c in channels if c not in C.ALL_CHANNELS]
+    if unknown:
+        raise BadDataError(f"unknown input channel(s) {', '.join(unknown)}")
+    missing = [v for v in C.required_variables(channels) if v not in ds]
+    if missing:
+        names = ", ".join(f"`{m}`" for m in missing)
+        raise BadDataError(
+            f"{path}: lacks variable(s) {names}; expected an AI4Arctic ready-to-train file"
+        )
+    sar_vars = [v for v in (*C.SAR_VARIABLES, *C.LABELS) if v in ds]
+    coarse_vars = [v for v in C.COARSE_VARIABLES if v in ds]
+    ds = _orient(ds, path, sar_vars, C.SAR_DIMS)
+    ds = _orient(ds, path, coarse_vars, C.COARSE_DIMS)
+    ds = _orient(ds, path, [C.LAT, C.LON], C.TIE_DIMS)
+    for name in [v for v in sar_vars if v not in C.LABELS] + coarse_vars + [C.LAT, C.LON]:
+        if ds[name].dtype.kind not in "fiu":
+            raise BadDataError(f"{path}: variable `{name}` has dtype {ds[name].dtype}, expected numbers")
+    for name in (C.PRIMARY, C.SECONDARY, C.LAT, C.LON):
+        if name in ds and ds[name].dtype.kind != "f":
+            raise BadDataError(f"{path}: variable `{name}` has dtype {ds[name].dtype}, expected float")
+    for name in C.LABELS:
+        if name in ds and ds[name].dtype.kind not in "iu":
+            raise BadDataError(f"{path}: label `{name}` has dtype {ds[name].dtype}, expected uint8")
+    lines, samples = int(ds.sizes[C.SAR_DIMS[0]]), int(ds.sizes[C.SAR_DIMS[1]])
+    if lines < 2 or samples < 2:
+        raise BadDataError(f"{path}: SAR grid {lines}x{samples} is too small")
+    if coarse_vars:
+        cl, cs = int(ds.sizes[C.COARSE_DIMS[0]]), int(ds.sizes[C.COARSE_DIMS[1]])
+        if not (C.coarse_size_ok(cl, lines) and C.coarse_size_ok(cs, samples)):
+            raise BadDataError(
+                f"{path}: 2 km grid {cl}x{cs} does not match SAR {lines}x{samples} "
+                f"(expected floor or ceil of n/{C.COARSE_FACTOR})"
+            )
+    if min(ds.sizes[C.TIE_DIMS[0]], ds.sizes[C.TIE_DIMS[1]]) < 2:
+        raise BadDataError(f"{path}: fewer than 2x2 tie points")
+    attr_id = str(ds.attrs.get("scene_id", "")) or None
+    scene_id = C.scene_id_from(attr_id, path)
+    if scene_id is None:
+        raise BadDataError(
+            f"{path}: no scene id (expected YYYYMMDDTHHMMSS_service in the `scene_id` "
+            "attribute or the file name)"
+        )
+    service = str(ds.attrs.get("ice_service") or scene_id.split("_", 1)[1])
+    scene = Scene(
+        path=path,
+        ds=ds,
+        scene_id=scene_id,
+        time=C.time_from_scene_id(scene_id),
+        service=service,
+        sar_fill=sar_fill,
+    )
+    n_valid = 0
+    for r0 in range(0, lines, _BLOCK_ROWS):
+        n_valid += int(scene.valid((slice(r0, r0 + _BLOCK_ROWS), slice(None))).sum())
+    scene.valid_fraction = n_valid / float(lines * samples)
+    if require_valid and n_valid == 0:
+        raise BadDataError(f"{path}: SAR is entirely invalid (NaN or fill)")
+    return scene
