@@ -40,6 +40,12 @@ def os_error(exc: OSError, path: Path | str) -> OSError | Exception:
     return OutputError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(dest: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it onto ``dest``.
@@ -59,6 +65,9 @@ def atomic_path(dest: str | Path, *, suffix: str | None = None) -> Iterator[Path
     _LIVE.add(tmp)
     try:
         yield tmp
+        # mkstemp creates 0600; products are for other users and systems: honour the umask.
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -285,20 +285,14 @@ def make_scene(
 
 def write_scene(ds, path: Path) -> None:  # ds: xr.Dataset
     """Write a scene atomically (temp file in the same directory, then rename)."""
-    import os
-    import tempfile
+    from icechart.atomic import atomic_path
 
     enc = {v: {"zlib": True, "complevel": 1} for v in ds.data_vars}
     for v in (C.PRIMARY, C.SECONDARY):  # noise does not compress; save the time
-        enc[v] = {"zlib": False}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nc", dir=path.parent)
-    os.close(fd)
-    try:
+        if v in enc:
+            enc[v] = {"zlib": False}
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_scenes(
@@ -338,15 +332,12 @@ def write_scenes(
         )
         sid = C.scene_id_from(ds.attrs["scene_id"], "")
         path = out / f"{sid}_prep.nc"
-        try:
-            if test:
-                ref = ds[["SIC", "SOD", "FLOE"]]
-                ref.attrs = {"scene_id": f"{sid}_reference.nc"}
-                write_scene(ref, out / "reference" / f"{sid}_reference.nc")
-                ds = ds.drop_vars(["SIC", "SOD", "FLOE"])
-            write_scene(ds, path)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        if test:
+            ref = ds[["SIC", "SOD", "FLOE"]]
+            ref.attrs = {"scene_id": f"{sid}_reference.nc"}
+            write_scene(ref, out / "reference" / f"{sid}_reference.nc")
+            ds = ds.drop_vars(["SIC", "SOD", "FLOE"])
+        write_scene(ds, path)
         logger.info("wrote %s (%dx%d)", path, *size)
         paths.append(path)
     return paths

@@ -135,7 +135,7 @@ def _register() -> None:
     from icechart.cli import synth
 
     cli.add_command(synth.synth)
-    for name in ("score", "train", "predict", "config"):
+    for name in ("info", "score", "train", "predict", "config"):
         try:
             mod = __import__(f"icechart.cli.{name}", fromlist=[name])
         except ModuleNotFoundError as exc:

@@ -1,0 +1,24 @@
+"""Shared fixtures: tiny synthetic AI4Arctic scenes built in code (never downloaded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+SHARED = Path(os.environ.get("ICECHART_SIGRID_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "sigrid3"))
+
+
+@pytest.fixture(scope="session")
+def scene_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One labelled synthetic scene of odd size (123 x 117) with NaN borders and land."""
+    from icechart.synth import make_scene, write_scene
+
+    d = tmp_path_factory.mktemp("scene")
+    ds = make_scene((123, 117), seed=7)
+    path = d / f"{ds.attrs['scene_id']}"
+    write_scene(ds, path)
+    return path
