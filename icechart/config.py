@@ -98,3 +98,206 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str) -> T:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+# -- the user configuration file: [predict], [score], [train] ---------------------------------
+# Precedence (contract.md "Configuration"): flag > ICECHART_* environment > file > default.
+# Implemented on Click's own machinery: the file becomes the group context's ``default_map``
+# (one sub-map per command), the environment comes from ``auto_envvar_prefix="ICECHART"``
+# (ICECHART_PREDICT_DEVICE, ICECHART_SCORE_RANGE_CODES, ...), and Click records where each
+# value came from (``ctx.get_parameter_source``), which ``icechart config show`` prints.
+
+SECTIONS = ("predict", "score", "train")
+ENV_PREFIX = "ICECHART"
+CONFIG_ENV = "ICECHART_CONFIG"
+CONFIG_NAME = "icechart.toml"
+
+Source = typing.Literal["default", "file", "env", "flag"]
+
+
+def user_config_path() -> Path:
+    """The per-user configuration file (platformdirs), e.g. ``~/.config/icechart/icechart.toml``."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_path("icechart")) / CONFIG_NAME
+
+
+def find_config_file(explicit: str | Path | None) -> Path | None:
+    """The configuration file to use: ``explicit`` (``--config`` or ``ICECHART_CONFIG``, which
+    must exist: 66 otherwise), else the user's file when it exists, else None."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise InputMissingError(f"{path}: no such configuration file")
+        return path
+    user = user_config_path()
+    return user if user.is_file() else None
+
+
+def option_key(param: Any) -> str:
+    """The TOML key of a Click option: its longest flag without dashes, ``-`` -> ``_``
+    (``--lock-wait`` -> ``lock_wait``, ``--json`` -> ``json``)."""
+    longs = [o for o in param.opts if o.startswith("--")] or list(param.opts)
+    return max(longs, key=len).lstrip("-").replace("-", "_")
+
+
+def config_options(cmd: Any) -> dict[str, Any]:
+    """The options of a Click command that a configuration can set, by TOML key.
+
+    ``--help``, ``--version`` and other eager, value-less options are left out. Both the key
+    and the Python parameter name (when different) are accepted.
+    """
+    import click
+
+    out: dict[str, Any] = {}
+    for p in cmd.params:
+        if not isinstance(p, click.Option) or not p.expose_value or p.is_eager or p.name is None:
+            continue
+        out[option_key(p)] = p
+    return out
+
+
+def env_var_name(section: str, param: Any) -> str:
+    """The variable for ``param`` of command ``section``: ``ICECHART_<SECTION>_<KEY>``, the
+    same key as in the file (``--json`` -> ``ICECHART_SCORE_JSON``)."""
+    return f"{ENV_PREFIX}_{section.upper()}_{option_key(param).upper()}"
+
+
+def bind_env_vars(group: Any) -> None:
+    """Give every configurable option of the sectioned commands its ``ICECHART_*`` variable.
+
+    Click's ``auto_envvar_prefix`` would name a variable after the Python parameter name
+    (``ICECHART_SCORE_JSON_OUT``); binding them explicitly keeps env and file keys identical.
+    Options that declare their own ``envvar`` keep it. Idempotent.
+    """
+    for section in SECTIONS:
+        cmd = group.commands.get(section)
+        if cmd is None:
+            continue
+        for p in config_options(cmd).values():
+            if p.envvar is None:
+                p.envvar = env_var_name(section, p)
+
+
+def _convert(ctx: Any, param: Any, value: Any, *, where: str, key: str) -> Any:
+    import click
+
+    try:
+        return param.type_cast_value(ctx, value)
+    except click.BadParameter as exc:
+        raise ConfigError(f"{where}: `{key}` = {value!r}: {exc.message}") from None
+
+
+def build_default_map(
+    group: Any, data: dict[str, Any], *, where: str, ctx: Any
+) -> dict[str, dict[str, Any]]:
+    """Validate a configuration file's tables against the group's commands -> ``default_map``.
+
+    Unknown sections and keys are 78 with a "did you mean"; values are converted with the
+    option's own Click type, so a bad value is 78 naming the file, section and key.
+    """
+    import click
+
+    dm: dict[str, dict[str, Any]] = {}
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise unknown_key_error(section, SECTIONS, where=f"{where}: section")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: `{section}` must be a table ([{section}])")
+        cmd = group.commands.get(section)
+        if cmd is None:  # that command is not installed in this build
+            continue
+        opts = config_options(cmd)
+        by_name = {p.name: p for p in opts.values()}
+        sub_ctx = click.Context(cmd, info_name=section, parent=ctx)
+        sub: dict[str, Any] = {}
+        for key, value in table.items():
+            param = opts.get(key) or by_name.get(key) or opts.get(key.replace("-", "_"))
+            if param is None:
+                raise unknown_key_error(key, opts, where=f"{where} [{section}]")
+            _convert(sub_ctx, param, value, where=f"{where} [{section}]", key=key)
+            sub[param.name] = value
+        dm[section] = sub
+    return dm
+
+
+def check_environment(group: Any, ctx: Any, environ: typing.Mapping[str, str]) -> None:
+    """Reject unknown ``ICECHART_{PREDICT,SCORE,TRAIN}_*`` variables and bad values (78)."""
+    import click
+
+    for section in SECTIONS:
+        cmd = group.commands.get(section)
+        if cmd is None:
+            continue
+        prefix = f"{ENV_PREFIX}_{section.upper()}_"
+        opts = config_options(cmd)
+        names = {(p.envvar if isinstance(p.envvar, str) else env_var_name(section, p)): p for p in opts.values()}
+        sub_ctx = click.Context(cmd, info_name=section, parent=ctx)
+        for var in sorted(v for v in environ if v.startswith(prefix)):
+            param = names.get(var)
+            if param is None:
+                raise unknown_key_error(var, names, where="environment")
+            raw = environ[var]
+            value = param.type.split_envvar_value(raw) if param.multiple or param.nargs != 1 else raw
+            _convert(sub_ctx, param, value, where="environment", key=var)
+
+
+def apply_config(ctx: Any, explicit: str | Path | None, *, environ: typing.Mapping[str, str] | None = None) -> Path | None:
+    """Load the configuration for the group context ``ctx`` and install it as ``default_map``.
+
+    Called by the ``icechart`` group callback before the subcommand's context exists, so the
+    subcommand's options take their defaults from the file (and Click's ``auto_envvar_prefix``
+    puts the environment above it and flags above both).
+
+    Returns
+    -------
+    Path or None
+        The file used, also stored in ``ctx.obj["config_file"]``.
+    """
+    import os
+
+    environ = os.environ if environ is None else environ
+    group = ctx.command
+    bind_env_vars(group)
+    check_environment(group, ctx, environ)
+    path = find_config_file(explicit)
+    dm: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        dm = build_default_map(group, load_toml(path), where=str(path), ctx=ctx)
+    if ctx.default_map:
+        for k, v in dm.items():
+            ctx.default_map.setdefault(k, {}).update(v)
+    else:
+        ctx.default_map = dm
+    if isinstance(ctx.obj, dict):
+        ctx.obj["config_file"] = path
+    return path
+
+
+_SOURCE_NAMES: dict[str, Source] = {
+    "COMMANDLINE": "flag",
+    "ENVIRONMENT": "env",
+    "DEFAULT_MAP": "file",
+    "DEFAULT": "default",
+    "PROMPT": "flag",
+}
+
+
+def effective_options(ctx: Any, section: str, args: typing.Sequence[str] = ()) -> list[tuple[str, Any, Source, str]]:
+    """Each configurable option of command ``section``: (key, value, source, origin).
+
+    ``args`` are parsed as that command's flags (so ``flag`` appears as a source). ``origin``
+    names the file or environment variable a value came from ("" for defaults and flags).
+    """
+    cmd = ctx.find_root().command.commands[section]
+    opts = config_options(cmd)
+    sub = cmd.make_context(section, list(args), parent=ctx.find_root(), resilient_parsing=True)
+    cfg = (ctx.find_root().obj or {}).get("config_file")
+    rows = []
+    for key, p in opts.items():
+        src = sub.get_parameter_source(p.name)
+        source: Source = _SOURCE_NAMES.get(src.name if src is not None else "DEFAULT", "default")
+        envvar = p.envvar if isinstance(p.envvar, str) else env_var_name(section, p)
+        origin = {"env": envvar, "file": str(cfg or "")}.get(source, "")
+        rows.append((key, sub.params.get(p.name), source, origin))
+    return rows

@@ -12,6 +12,15 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 SHARED = Path(os.environ.get("ICECHART_SIGRID_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "sigrid3"))
 
 
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own icechart config or ICECHART_* variables never leak into tests."""
+    for key in list(os.environ):
+        if key.startswith("ICECHART_") and key != "ICECHART_SIGRID_DIR":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
+
+
 @pytest.fixture(scope="session")
 def scene_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One labelled synthetic scene of odd size (123 x 117) with NaN borders and land."""

@@ -86,6 +86,9 @@ class IcechartGroup(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # `icechart ... | head`: the reader left; not an error of ours
+            sys.stderr.close()
+            ctx.exit(0)
         except MemoryError as exc:
             _report(ctx, exc, 75, "out of memory; retry with a smaller tile size or on another host")
         except Exception as exc:  # a bug: say so, exit 70, traceback only with -v/--debug
@@ -101,7 +104,11 @@ def _report(ctx: click.Context, exc: BaseException, code: int, message: str) -> 
     ctx.exit(code)
 
 
-@click.group(cls=IcechartGroup, epilog=EXIT_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=IcechartGroup,
+    epilog=EXIT_EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ICECHART"},
+)
 @click.version_option(__version__, "--version", message=_version_message())
 @click.option("-v", "--verbose", count=True, help="More log output (repeat for debug); tracebacks on errors.")
 @click.option("-q", "--quiet", count=True, help="Less log output (repeat for errors only).")
@@ -114,9 +121,23 @@ def _report(ctx: click.Context, exc: BaseException, code: int, message: str) -> 
     show_default=True,
     help="Log line format on stderr and in --log-file.",
 )
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="ICECHART_CONFIG",
+    help="TOML file with [predict], [score], [train] option defaults (else $ICECHART_CONFIG, "
+    "else the user file; see `icechart config`).",
+)
 @click.pass_context
 def cli(
-    ctx: click.Context, verbose: int, quiet: int, debug: bool, log_file: str | None, log_format: str
+    ctx: click.Context,
+    verbose: int,
+    quiet: int,
+    debug: bool,
+    log_file: str | None,
+    log_format: str,
+    config_file: str | None,
 ) -> None:
     """Sea-ice charts (SIC, SOD, FLOE) from AI4Arctic Sentinel-1 scenes with the MMSeaIce U-Net.
 
@@ -129,6 +150,9 @@ def cli(
     verbosity = verbose - quiet + (2 if debug else 0)
     ctx.obj = {"verbosity": verbosity}
     configure_logging(verbosity, log_file=log_file, fmt=log_format)
+    from icechart.config import apply_config
+
+    apply_config(ctx, config_file)
 
 
 def _register() -> None:

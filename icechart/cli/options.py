@@ -44,3 +44,26 @@ device_opt = click.option(
 overwrite_opt = click.option(
     "--overwrite", is_flag=True, help="Replace existing products that differ from this run's."
 )
+
+# -- operations (icechart.ops): cron-safe batch runs -----------------------------------------
+lock_opt = click.option(
+    "--lock",
+    metavar="FILE",
+    help="Hold an flock on FILE for the run (released when the process dies); busy: exit 75.",
+)
+lock_wait_opt = click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait up to SECONDS for a busy --lock instead of exiting 75 at once.",
+)
+strict_opt = click.option(
+    "--strict", is_flag=True, help="Fail a scene (65) on data warnings, e.g. most of the SAR invalid."
+)
+progress_opt = click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress on stderr (default: only when stderr is a terminal).",
+)

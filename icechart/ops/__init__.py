@@ -1,0 +1,46 @@
+"""Operations: unattended, safe runs from cron (locks, manifests, batches, signals).
+
+* :mod:`icechart.ops.lock` -- ``--lock FILE``: an ``flock`` lock that dies with the process.
+* :mod:`icechart.ops.manifest` -- ``{id}_{model}.manifest.json``, written last; rerun skipping.
+* :mod:`icechart.ops.batch` -- many scenes per call, each ok/skipped/failed independently.
+* :mod:`icechart.ops.signals` -- SIGINT/SIGTERM remove temporary files and exit 130/143.
+"""
+
+from icechart.ops.batch import (
+    BatchError,
+    BatchResult,
+    SceneResult,
+    collect_scenes,
+    run_batch,
+    run_guarded,
+    want_progress,
+)
+from icechart.ops.lock import run_lock
+from icechart.ops.manifest import (
+    build_manifest,
+    complete_scenes,
+    manifest_path,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from icechart.ops.signals import SignalExit, handle_signals
+
+__all__ = [
+    "BatchError",
+    "run_guarded",
+    "want_progress",
+    "BatchResult",
+    "SceneResult",
+    "SignalExit",
+    "build_manifest",
+    "collect_scenes",
+    "complete_scenes",
+    "handle_signals",
+    "manifest_path",
+    "read_manifest",
+    "run_batch",
+    "run_lock",
+    "sha256_file",
+    "write_manifest",
+]

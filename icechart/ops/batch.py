@@ -1,0 +1,475 @@
+"""Batch runs: many scenes per call, each processed, skipped or failed on its own.
+
+:func:`run_batch` calls a per-scene function (``process(path) -> product files``) for each input
+in order, skips scenes whose manifest matches this run, refuses to replace a different product
+without ``overwrite`` (73), writes each scene's manifest last, and logs one summary line per
+scene on stderr (scene id, status, seconds, device, peak memory, input file). A failure in one
+scene never stops the others; the batch's exit code is the code of the first failing scene in
+input order (contract.md "Exit codes").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from icechart.errors import (
+    BadDataError,
+    DataWarning,
+    IcechartError,
+    InputMissingError,
+    InternalError,
+    OutputError,
+    TryAgainError,
+)
+from icechart.io.contract import scene_id_from
+from icechart.ops import manifest as M
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["ok", "skipped", "failed"]
+SceneFn = Callable[[Path], Sequence[Path]]
+"""Process one scene file; return the product files it wrote (all inside OUT)."""
+
+
+@dataclass
+class SceneResult:
+    """What happened to one input."""
+
+    path: Path
+    scene_id: str | None
+    status: Status
+    seconds: float = 0.0
+    device: str = ""
+    peak_rss_mib: float = 0.0
+    peak_gpu_mib: float | None = None
+    exit_code: int = 0
+    message: str = ""
+    files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The one-line stderr summary."""
+        parts = [
+            self.scene_id or "?",
+            self.status if self.status != "failed" else f"failed({self.exit_code})",
+            f"{self.seconds:.2f}s",
+            f"device={self.device or '-'}",
+            f"peak_rss={self.peak_rss_mib:.0f}MiB",
+        ]
+        if self.peak_gpu_mib is not None:
+            parts.append(f"peak_gpu={self.peak_gpu_mib:.0f}MiB")
+        parts.append(f"input={self.path}")
+        line = " ".join(parts)
+        return f"{line}: {self.message}" if self.message and self.status != "ok" else line
+
+    def fields(self) -> dict[str, Any]:
+        """The same summary as structured fields (for ``--log-format json``)."""
+        return {
+            "scene_id": self.scene_id,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "device": self.device,
+            "peak_rss_mib": round(self.peak_rss_mib, 1),
+            "peak_gpu_mib": None if self.peak_gpu_mib is None else round(self.peak_gpu_mib, 1),
+            "input": str(self.path),
+            "exit_code": self.exit_code,
+            "detail": self.message,
+            "files": [p.name for p in self.files],
+        }
+
+
+@dataclass
+class BatchResult:
+    """Every scene's result, in input order."""
+
+    results: list[SceneResult]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every scene succeeded or was skipped, else the first failing scene's code."""
+        for r in self.results:
+            if r.status == "failed":
+                return r.exit_code
+        return 0
+
+    def count(self, status: Status) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def first_failure(self) -> SceneResult | None:
+        return next((r for r in self.results if r.status == "failed"), None)
+
+
+class BatchError(IcechartError):
+    """A batch in which some scene failed; carries the first failing scene's exit code."""
+
+    def __init__(self, result: BatchResult) -> None:
+        first = result.first_failure
+        assert first is not None
+        n, total = result.count("failed"), len(result.results)
+        super().__init__(
+            f"{n} of {total} scene(s) failed; first: {first.path}: {first.message}",
+            exit_code=first.exit_code,
+        )
+        self.result = result
+
+
+# -- inputs -------------------------------------------------------------------------------------
+def _is_scene_file(p: Path) -> bool:
+    name = p.name
+    if name.startswith(".") or not name.endswith(".nc") or not p.is_file():
+        return False
+    if name.endswith("_reference.nc") or name.startswith("autoice_"):
+        return False
+    # A product netCDF of ours sits beside its manifest: not an input scene.
+    return not (p.parent / (p.name[:-3] + M.MANIFEST_SUFFIX)).exists()
+
+
+def collect_scenes(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand inputs: files as given, directories to their ``*.nc`` scene files, sorted.
+
+    Directory listings skip hidden and temporary files, ``*_reference.nc`` label files,
+    ``autoice_*.nc`` collections and product files that have a manifest beside them. Paths
+    that do not exist are kept (they fail as their own scene with 66). Duplicates (same
+    resolved path) are dropped, keeping the first.
+    """
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if _is_scene_file(q))
+            if not found:
+                logger.warning("%s: no *.nc scene files in this directory", p)
+        else:
+            found = [p]
+        for q in found:
+            key = q.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(q)
+    return out
+
+
+def prepare_outdir(outdir: str | Path) -> Path:
+    """Create OUT (and parents) if needed; 73 when that is impossible or it is not writable."""
+    outdir = Path(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{outdir}: exists and is not a directory") from None
+    except OSError as exc:
+        raise OutputError(f"{outdir}: cannot create output directory ({exc.strerror})") from exc
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        raise OutputError(f"{outdir}: output directory is not writable")
+    return outdir
+
+
+def scene_id_for(path: Path) -> str | None:
+    """The scene id without reading any data: the ``scene_id`` attribute from the netCDF header,
+    else the file name (contract.md "Scene identity"). None when neither has one."""
+    attr = None
+    try:
+        import netCDF4
+
+        with netCDF4.Dataset(path, "r") as ds:
+            if "scene_id" in ds.ncattrs():
+                attr = str(ds.getncattr("scene_id"))
+    except Exception:  # unreadable header: the per-scene function reports the real problem
+        attr = None
+    return scene_id_from(attr, path)
+
+
+# -- memory -------------------------------------------------------------------------------------
+def _peak_rss_mib() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS; process-wide peak so far.
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+def _cuda(device: str) -> Any | None:
+    torch = sys.modules.get("torch")
+    if torch is None or not device.startswith("cuda"):
+        return None
+    try:
+        return torch.cuda if torch.cuda.is_available() else None
+    except Exception:
+        return None
+
+
+# -- the runner ---------------------------------------------------------------------------------
+def _prefix_files(outdir: Path, scene_id: str, model_id: str) -> set[str]:
+    stem = f"{scene_id}_{model_id}"
+    return {
+        p.name
+        for p in outdir.glob(stem + "*")
+        if p.name[len(stem) : len(stem) + 1] in (".", "_") and not p.name.startswith(".")
+    }
+
+
+def _classify(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, IcechartError):
+        return exc.exit_code, exc.message.splitlines()[0] if exc.message else type(exc).__name__
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return TryAgainError.exit_code, f"out of memory ({type(exc).__name__}); retry later or on another host"
+    first = (str(exc).splitlines() or [""])[0]
+    return InternalError.exit_code, f"internal error: {type(exc).__name__}: {first}"
+
+
+def run_batch(
+    inputs: Sequence[str | Path],
+    process: SceneFn,
+    *,
+    outdir: str | Path,
+    model_id: str,
+    model_sha256: str | None,
+    options: dict[str, Any],
+    device: str,
+    overwrite: bool = False,
+    strict: bool = False,
+    progress: bool = False,
+) -> BatchResult:
+    """Run ``process`` on every scene in ``inputs``; see the module docstring.
+
+    Parameters
+    ----------
+    inputs
+        Scene files and directories (expanded with :func:`collect_scenes`).
+    process
+        Processes one scene and returns the product files it wrote in ``outdir``. It raises
+        :class:`~icechart.errors.IcechartError` subclasses for known failures and may emit
+        :class:`~icechart.errors.DataWarning` for suspicious data.
+    outdir
+        OUT; created if needed (73 when impossible).
+    model_id, model_sha256
+        The model's id (used in file names) and its weights' sha256 (recorded and compared).
+    options
+        The product options that make a product different (formats, crs, resolution, ...);
+        not the device.
+    device
+        The resolved device, for the summary lines and the manifest.
+    overwrite
+        Replace a finished product that differs from this run's; otherwise such a scene fails
+        with 73 naming the existing manifest.
+    strict
+        A :class:`~icechart.errors.DataWarning` fails its scene (65) instead of being logged.
+    progress
+        Write a "scene k/n" line on stderr before each scene.
+
+    Returns
+    -------
+    BatchResult
+        Per-scene results; ``exit_code`` is the batch's exit code.
+
+    Raises
+    ------
+    OutputError
+        OUT cannot be created (73): nothing is processed.
+    """
+    out = prepare_outdir(outdir)
+    scenes = collect_scenes(inputs)
+    results: list[SceneResult] = []
+    seen_ids: dict[str, Path] = {}
+    for k, path in enumerate(scenes, 1):
+        if progress:
+            sys.stderr.write(f"icechart: scene {k}/{len(scenes)}: {path}\n")
+            sys.stderr.flush()
+        r = _run_one(
+            path,
+            process,
+            out=out,
+            model_id=model_id,
+            model_sha256=model_sha256,
+            options=options,
+            device=device,
+            overwrite=overwrite,
+            strict=strict,
+            seen_ids=seen_ids,
+        )
+        results.append(r)
+        level = logging.ERROR if r.status == "failed" else logging.INFO
+        logger.log(level, "%s", r.summary(), extra={"fields": r.fields()})
+    result = BatchResult(results)
+    logger.info(
+        "%d scene(s): %d ok, %d skipped, %d failed; exit %d",
+        len(results),
+        result.count("ok"),
+        result.count("skipped"),
+        result.count("failed"),
+        result.exit_code,
+        extra={"fields": {"scenes": len(results), "ok": result.count("ok"),
+                          "skipped": result.count("skipped"), "failed": result.count("failed"),
+                          "exit_code": result.exit_code}},
+    )
+    return result
+
+
+def _run_one(
+    path: Path,
+    process: SceneFn,
+    *,
+    out: Path,
+    model_id: str,
+    model_sha256: str | None,
+    options: dict[str, Any],
+    device: str,
+    overwrite: bool,
+    strict: bool,
+    seen_ids: dict[str, Path],
+) -> SceneResult:
+    t0 = time.perf_counter()
+    cuda = _cuda(device)
+    if cuda is not None:
+        try:
+            cuda.reset_peak_memory_stats()
+        except Exception:
+            cuda = None
+    res = SceneResult(path=path, scene_id=None, status="failed", device=device)
+    created: set[str] = set()
+    before: set[str] = set()
+    started = False
+    try:
+        if not path.exists():
+            raise InputMissingError(f"{path}: no such file")
+        if path.is_dir():
+            raise InputMissingError(f"{path}: is a directory")
+        scene_id = scene_id_for(path)
+        res.scene_id = scene_id
+        if scene_id is not None:
+            if scene_id in seen_ids:
+                raise BadDataError(f"{path}: same scene id {scene_id} as {seen_ids[scene_id]}")
+            seen_ids[scene_id] = path
+            mpath = M.manifest_path(out, scene_id, model_id)
+            old = M.load_for_compare(mpath)
+            if old is not None:
+                reason = M.compare(
+                    old, input_path=path, model_id=model_id, model_sha256=model_sha256, options=options
+                )
+                if reason is None:
+                    res.status = "skipped"
+                    res.message = f"up to date ({mpath.name})"
+                    res.files = [out / f["name"] for f in old.get("files", [])]
+                    return res
+                if not overwrite:
+                    raise OutputError(
+                        f"{mpath}: a different product exists ({reason}); pass --overwrite to replace it"
+                    )
+                logger.info("%s: replacing (%s)", mpath.name, reason)
+                # Remove the manifest first: from now on the old set counts as incomplete.
+                mpath.unlink(missing_ok=True)
+            before = _prefix_files(out, scene_id, model_id)
+            if old is None and before:
+                logger.info(
+                    "%s: completing an unfinished product set (%d file(s) without a manifest)",
+                    scene_id,
+                    len(before),
+                )
+        started = True
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            files = [Path(f) for f in process(path)]
+        res.files = files
+        if scene_id is None:
+            raise BadDataError(
+                f"{path}: no scene id (expected YYYYMMDDTHHMMSS_service in the `scene_id` "
+                "attribute or the file name)"
+            )
+        created = _prefix_files(out, scene_id, model_id) - before
+        for w in caught:
+            if issubclass(w.category, DataWarning):
+                res.warnings.append(str(w.message))
+                logger.warning("%s: %s", scene_id, w.message)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if strict and res.warnings:
+            raise BadDataError(f"{path}: {res.warnings[0]} (--strict)")
+        for f in files:
+            if f.resolve().parent != out.resolve() or not f.is_file():
+                raise InternalError(f"{f}: reported product is not a file in {out}")
+        res.seconds = time.perf_counter() - t0
+        data = M.build_manifest(
+            scene_id=scene_id,
+            input_path=path,
+            model_id=model_id,
+            model_sha256=model_sha256,
+            options=options,
+            files=files,
+            device=device,
+            timings={"process_s": res.seconds},
+        )
+        M.write_manifest(M.manifest_path(out, scene_id, model_id), data)
+        # With --overwrite, drop files of the old set that this run did not produce again.
+        keep = {f.name for f in files} | {M.manifest_path(out, scene_id, model_id).name}
+        for name in before - keep:
+            (out / name).unlink(missing_ok=True)
+        res.status = "ok"
+    except Exception as exc:
+        res.status = "failed"
+        res.exit_code, res.message = _classify(exc)
+        logger.debug("%s failed:\n%s", path, "".join(traceback.format_exception(exc)))
+        if started and res.scene_id is not None:
+            # Files this attempt created are an incomplete set: remove them.
+            for name in (_prefix_files(out, res.scene_id, model_id) - before) | created:
+                if not name.endswith(M.MANIFEST_SUFFIX):
+                    (out / name).unlink(missing_ok=True)
+    finally:
+        res.seconds = time.perf_counter() - t0
+        res.peak_rss_mib = _peak_rss_mib()
+        if cuda is not None:
+            try:
+                res.peak_gpu_mib = cuda.max_memory_allocated() / 2**20
+            except Exception:
+                pass
+    return res
+
+
+def want_progress(flag: bool | None) -> bool:
+    """Progress output only when asked (``--progress``) or when stderr is a terminal."""
+    if flag is not None:
+        return flag
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def run_guarded(
+    inputs: Sequence[str | Path],
+    process: SceneFn,
+    *,
+    lock: str | Path | None = None,
+    lock_wait: float = 0.0,
+    **kwargs: Any,
+) -> BatchResult:
+    """:func:`run_batch` for a command: signals handled, ``--lock`` held, failures raised.
+
+    SIGINT/SIGTERM remove temporary files and exit 130/143
+    (:func:`icechart.ops.signals.handle_signals`); with ``lock`` the whole batch runs under
+    :func:`icechart.ops.lock.run_lock` (busy: 75 at once, or after ``lock_wait`` seconds).
+    ``kwargs`` go to :func:`run_batch`.
+
+    Raises
+    ------
+    BatchError
+        Some scene failed; its ``exit_code`` is the first failing scene's.
+    """
+    from icechart.ops.lock import run_lock
+    from icechart.ops.signals import handle_signals
+
+    with handle_signals():
+        with run_lock(lock, wait=lock_wait) if lock else nullcontext():
+            result = run_batch(inputs, process, **kwargs)
+    if result.exit_code:
+        raise BatchError(result)
+    return result

@@ -1,0 +1,192 @@
+"""Per-scene product manifests: ``{id}_{model}.manifest.json``, written last.
+
+A scene's product set is complete only when its manifest exists (contract.md "Products"). The
+manifest records the inputs (name, size, mtime, sha256), the model (id, sha256), the software
+version, the product options, every product file with its size and sha256, the device and the
+timings. A rerun skips a scene whose manifest matches: same input, same model, same product
+options (the device does not count). The input is checked by size and modification time first
+and hashed only when either changed, so skipping a finished scene reads neither its SAR nor
+its bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from icechart import __version__
+from icechart.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest_path(outdir: str | Path, scene_id: str, model_id: str) -> Path:
+    """``OUT/{id}_{model}.manifest.json``."""
+    return Path(outdir) / f"{scene_id}_{model_id}{MANIFEST_SUFFIX}"
+
+
+def input_record(path: str | Path, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Describe an input file; reuse ``previous["sha256"]`` when size and mtime are unchanged."""
+    path = Path(path)
+    st = path.stat()
+    rec: dict[str, Any] = {
+        "name": path.name,
+        "path": str(path.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
+    if previous and previous.get("size") == st.st_size and previous.get("mtime_ns") == st.st_mtime_ns:
+        rec["sha256"] = previous["sha256"]
+    else:
+        rec["sha256"] = sha256_file(path)
+    return rec
+
+
+def file_record(path: str | Path) -> dict[str, Any]:
+    """Name (relative to OUT), size and sha256 of a product file."""
+    path = Path(path)
+    return {"name": path.name, "size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def build_manifest(
+    *,
+    scene_id: str,
+    input_path: str | Path,
+    model_id: str,
+    model_sha256: str | None,
+    options: dict[str, Any],
+    files: list[Path],
+    device: str,
+    timings: dict[str, float],
+    previous_input: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest of one finished scene (see the module docstring for the fields)."""
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "scene_id": scene_id,
+        "inputs": [input_record(input_path, previous_input)],
+        "model": {"id": model_id, "sha256": model_sha256},
+        "software": {"name": "icechart", "version": __version__},
+        "options": _jsonable(options),
+        "files": [file_record(p) for p in files],
+        "device": device,
+        "timings": {k: round(float(v), 3) for k, v in timings.items()},
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def write_manifest(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write the manifest atomically (temporary name, then rename)."""
+    path = Path(path)
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    """The manifest at ``path``, or None when missing or unreadable (treated as incomplete)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: unreadable manifest (%s); the scene counts as incomplete", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _jsonable(obj: Any) -> Any:
+    """Options as plain JSON values (tuples -> lists, paths -> str) so comparisons are stable."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(obj.items())}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def compare(
+    manifest: dict[str, Any],
+    *,
+    input_path: str | Path,
+    model_id: str,
+    model_sha256: str | None,
+    options: dict[str, Any],
+) -> str | None:
+    """Why ``manifest`` does not describe this run's product, or None when it matches.
+
+    The device and timings do not count. The input is compared by size and mtime first; only
+    when either changed is it hashed (a touched but identical file still matches). Product
+    files must still exist with their recorded sizes.
+    """
+    model = manifest.get("model") or {}
+    if model.get("id") != model_id:
+        return f"made with model {model.get('id')!r}, not {model_id!r}"
+    if model_sha256 and model.get("sha256") and model.get("sha256") != model_sha256:
+        return f"made with other weights of model {model_id!r} (sha256 differs)"
+    if manifest.get("options") != _jsonable(options):
+        old, new = manifest.get("options") or {}, _jsonable(options)
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        return f"made with other product options ({', '.join(keys)})"
+    inputs = manifest.get("inputs") or [{}]
+    prev = inputs[0]
+    path = Path(input_path)
+    try:
+        st = path.stat()
+    except OSError:
+        return f"input {path} cannot be read"
+    if prev.get("name") != path.name:
+        return f"made from input {prev.get('name')!r}, not {path.name!r}"
+    if prev.get("size") != st.st_size:
+        return "input size changed"
+    if prev.get("mtime_ns") != st.st_mtime_ns and sha256_file(path) != prev.get("sha256"):
+        return "input content changed"
+    outdir = Path(manifest.get("_dir", path.parent))
+    for rec in manifest.get("files") or []:
+        f = outdir / rec.get("name", "")
+        try:
+            if f.stat().st_size != rec.get("size"):
+                return f"product file {f.name} changed size"
+        except OSError:
+            return f"product file {f.name} is missing"
+    return None
+
+
+def load_for_compare(path: Path) -> dict[str, Any] | None:
+    """Read a manifest and remember its directory (product names are relative to it)."""
+    data = read_manifest(path)
+    if data is not None:
+        data["_dir"] = str(path.parent)
+    return data
+
+
+def complete_scenes(outdir: str | Path, model_id: str) -> list[dict[str, Any]]:
+    """Manifests of every complete scene of ``model_id`` in ``outdir``, sorted by scene id.
+
+    The AutoICE collection file (``autoice_{model}.nc``) is rebuilt from these.
+    """
+    out = []
+    for p in sorted(Path(outdir).glob(f"*_{model_id}{MANIFEST_SUFFIX}")):
+        data = load_for_compare(p)
+        if data and (data.get("model") or {}).get("id") == model_id:
+            out.append(data)
+    return sorted(out, key=lambda d: str(d.get("scene_id")))
+
