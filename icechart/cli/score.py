@@ -1,0 +1,205 @@
+"""``icechart score``: the AutoICE score of predictions against reference charts."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, get_args
+
+import click
+
+from icechart.atomic import atomic_path
+from icechart.cli.options import existing_paths
+from icechart.io.sigrid3 import RangeCodes
+
+logger = logging.getLogger(__name__)
+
+
+def _check_inputs(specs: tuple[str, ...]) -> None:
+    """Missing plain paths are 66 (globs are expanded, and checked, by the library)."""
+    existing_paths([s for s in specs if not glob.has_magic(s)])
+
+
+@click.command(name="score")
+@click.option(
+    "--labels",
+    "labels",
+    multiple=True,
+    required=True,
+    metavar="PATH",
+    help="Reference charts: AI4Arctic scenes, _reference.nc files, or a SIGRID-3 chart "
+    "(.shp/.gpkg, with --scene). File, directory or glob; repeatable.",
+)
+@click.argument("predictions", nargs=-1, required=True, metavar="PRED...")
+@click.option(
+    "--scene",
+    type=str,
+    default=None,
+    metavar="SCENE.nc",
+    help="The AI4Arctic scene whose grid a SIGRID-3 --labels chart is rasterised onto.",
+)
+@click.option("--json", "json_out", metavar="FILE|-", help="Write the scores and detail as JSON ('-': stdout).")
+@click.option("--csv", "csv_out", metavar="FILE", help="Write one row per scene as CSV.")
+@click.option("--plots", metavar="DIR", help="Write confusion-matrix PNGs into DIR.")
+@click.option(
+    "--range-codes",
+    type=click.Choice(get_args(RangeCodes)),
+    default="mask",
+    show_default=True,
+    help="SIGRID-3 range codes such as CT 46 (4-6/10): mask (SIC 255; SOD/FLOE kept where the "
+    "range does not change them), or take the low, middle (half up) or high end.",
+)
+def score(
+    labels: tuple[str, ...],
+    predictions: tuple[str, ...],
+    scene: str | None,
+    json_out: str | None,
+    csv_out: str | None,
+    plots: str | None,
+    range_codes: str,
+) -> None:
+    """Score predictions (PRED...) against reference charts with the AutoICE metrics.
+
+    SIC: R2 on classes 0..10; SOD, FLOE: F1 weighted by support; x100; combined =
+    (2 SIC + 2 SOD + FLOE) / 5, pooled over every reference pixel that is not 255 in every
+    scene. Predictions are icechart netCDF products or AutoICE submission files, matched to
+    the references by scene id. The table on stdout gives the unrounded scores and the
+    AutoICE-rounded ones.
+
+    \b
+    Examples:
+      icechart score --labels data/test/reference/ charts/
+      icechart score --labels 'data/*_prep.nc' charts/autoice_mmseaice.nc --json scores.json
+      icechart score --labels chart.shp --scene 20180707T113313_cis_prep.nc charts/
+    """
+    from icechart.io.predictions import SIGRID_SUFFIXES, score_paths
+
+    _check_inputs(labels)
+    _check_inputs(predictions)
+    if scene is not None:
+        existing_paths([scene])
+    elif any(Path(s).suffix.lower() in SIGRID_SUFFIXES for s in labels):
+        raise click.UsageError("a SIGRID-3 chart as --labels needs --scene SCENE.nc (the grid to rasterise onto)")
+
+    report = score_paths(labels, predictions, scene=scene, range_codes=range_codes)
+    doc = report.to_dict()
+
+    if json_out == "-":
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(format_table(doc))
+        if json_out:
+            with atomic_path(json_out) as tmp:
+                tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    if csv_out:
+        with atomic_path(csv_out) as tmp:
+            write_csv(doc, tmp)
+    if plots:
+        write_plots(doc, Path(plots))
+
+
+def _fmt(x: float | None, nd: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    """The readable summary printed on stdout."""
+    lines = [
+        f"{'chart':<9}{'score':>10}{'AutoICE':>10}{'accuracy':>10}{'macro F1':>10}{'pixels':>12}"
+    ]
+    for chart in ("SIC", "SOD", "FLOE"):
+        c = doc["charts"][chart]
+        lines.append(
+            f"{chart:<9}{_fmt(doc[chart], 4):>10}{_fmt(doc['autoice'][chart]):>10}"
+            f"{_fmt(c['accuracy'] * 100, 2):>10}{_fmt(c['f1_macro'] * 100, 2):>10}{c['n_pixels']:>12}"
+        )
+    lines.append(f"{'combined':<9}{_fmt(doc['combined'], 4):>10}{_fmt(doc['autoice']['combined']):>10}")
+    lines.append("")
+    lines.append(f"{'scene':<24}{'SIC':>9}{'SOD':>9}{'FLOE':>9}{'combined':>10}")
+    for sid, s in doc["scenes"].items():
+        sc = s["scores"]
+        lines.append(
+            f"{sid:<24}{_fmt(sc['SIC'], 2):>9}{_fmt(sc['SOD'], 2):>9}{_fmt(sc['FLOE'], 2):>9}"
+            f"{_fmt(sc['combined'], 2):>10}"
+        )
+    lines.append(f"({len(doc['scenes'])} scene(s); scores in percent; AutoICE = challenge rounding)")
+    return "\n".join(lines)
+
+
+CSV_FIELDS = (
+    "scene_id", "reference", "prediction", "SIC", "SOD", "FLOE", "combined",
+    "SIC_pixels", "SOD_pixels", "FLOE_pixels",
+    "SIC_accuracy", "SOD_accuracy", "FLOE_accuracy",
+    "SOD_f1_macro", "FLOE_f1_macro",
+)  # fmt: skip
+
+
+def write_csv(doc: dict[str, Any], path: Path) -> None:
+    """One row per scene: scores (percent), labelled pixels, accuracy and macro F1."""
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for sid, s in doc["scenes"].items():
+            row: dict[str, Any] = {
+                "scene_id": sid,
+                "reference": s.get("reference", ""),
+                "prediction": s.get("prediction", ""),
+            }
+            for k in ("SIC", "SOD", "FLOE", "combined"):
+                row[k] = "" if s["scores"][k] is None else f"{s['scores'][k]:.6f}"
+            for chart in ("SIC", "SOD", "FLOE"):
+                c = s["charts"][chart]
+                row[f"{chart}_pixels"] = c["n_pixels"]
+                row[f"{chart}_accuracy"] = "" if c["accuracy"] is None else f"{c['accuracy']:.6f}"
+            for chart in ("SOD", "FLOE"):
+                c = s["charts"][chart]
+                row[f"{chart}_f1_macro"] = "" if c["f1_macro"] is None else f"{c['f1_macro']:.6f}"
+            w.writerow(row)
+
+
+def write_plots(doc: dict[str, Any], outdir: Path) -> list[Path]:
+    """Pooled confusion matrices (row-normalised, counts annotated), one PNG per chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from icechart.atomic import os_error
+
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, outdir) from exc
+    written = []
+    for chart in ("SIC", "SOD", "FLOE"):
+        c = doc["charts"][chart]
+        conf = np.asarray(c["confusion"], dtype=np.float64)
+        names = [cl["name"] for cl in c["classes"]] + ["other/255"]
+        rows = conf.sum(axis=1, keepdims=True)
+        norm = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
+        fig, ax = plt.subplots(figsize=(1.0 + 0.6 * conf.shape[1], 1.0 + 0.6 * conf.shape[0]))
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(conf.shape[1]), names, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(conf.shape[0]), names[:-1], fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("reference")
+        ax.set_title(f"{chart}: score {doc[chart]:.2f} ({c['n_pixels']} px)", fontsize=9)
+        for i in range(conf.shape[0]):
+            for j in range(conf.shape[1]):
+                if conf[i, j]:
+                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=5,
+                            color="white" if norm[i, j] > 0.5 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.04, label="fraction of reference row")
+        fig.tight_layout()
+        dest = outdir / f"confusion_{chart}.png"
+        with atomic_path(dest) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)
+        written.append(dest)
+    logger.info("wrote %d confusion matrices to %s", len(written), outdir)
+    return written
