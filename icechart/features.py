@@ -1,0 +1,358 @@
+"""Input features at the downscaled grid: scene -> normalised float32 stack (no torch).
+
+The MMSeaIce method (reference/method.md) reduces SAR, distance map and labels by a factor
+(10: 80 m -> 800 m) and interpolates the coarse AMSR2/ERA5 variables onto the same grid. The
+stack is built *directly* at the reduced resolution, row block by row block, so the full
+resolution 16-channel stack never exists (the reference builds it in float64: ~6 GB a scene).
+
+Grid conventions
+----------------
+Downscaled pixel ``(i, j)`` covers SAR rows ``[f*i, f*i + f)`` and columns ``[f*j, f*j + f)``
+(the last block may be partial); the grid is ``ceil(lines/f) x ceil(samples/f)``.
+
+* ``method="mean"``: SAR-like channels are averaged over the *valid* pixels of each block
+  (invalid SAR -> NaN, excluded); the pixel centre is the centre of the (partial) block.
+* ``method="subsample"``: one pixel per block, the first (as the reference's ``[::f]``); the
+  pixel centre is that pixel.
+* Coarse AMSR2/ERA5 cell ``k`` covers SAR rows ``[25k, 25k + 25)`` (contract.md), so its
+  centre lies at SAR position ``25k + 12``; values are interpolated (bilinear, or nearest cell)
+  at the downscaled pixel centres, clamped at the edges.
+* ``month`` = ``2m/11 - 1`` for m = 0..11; ``lat``/``lon`` from the tie points at the pixel
+  centres (paper; method.md).
+
+The same code serves training (via the cache), validation and prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from scipy import ndimage
+
+from icechart.classes import FILL
+from icechart.errors import BadDataError
+from icechart.io import contract as C
+from icechart.io.scene import Scene
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["mean", "subsample"]
+Interp = Literal["bilinear", "nearest"]
+LabelMethod = Literal["mode", "subsample"]
+
+# Fixed standardisation of the derived channels (method.md: lat mean 69.1253 sd 7.0318, lon mean
+# -56.3897 sd 31.3294, from the MMSeaIce reference over the AI4Arctic training set; month is
+# already encoded in [-1, 1]). compute_norm uses these rather than per-dataset statistics.
+FIXED_NORM: dict[str, tuple[float, float]] = {
+    "month": (0.0, 1.0),
+    "lat": (69.1253, 7.0318),
+    "lon": (-56.3897, 31.3294),
+}
+
+_BLOCK_OUT_ROWS = 32  # downscaled rows produced per block (x factor SAR rows read at once)
+
+
+def output_shape(shape: tuple[int, int], factor: int) -> tuple[int, int]:
+    """Downscaled grid size ``(ceil(lines/f), ceil(samples/f))``."""
+    return (-(-int(shape[0]) // factor), -(-int(shape[1]) // factor))
+
+
+def pixel_centres(n: int, factor: int, method: Method = "mean") -> np.ndarray:
+    """SAR positions (fractional, float64) of the ``ceil(n/factor)`` downscaled pixel centres."""
+    starts = np.arange(0, n, factor, dtype=np.float64)
+    if method == "subsample":
+        return starts
+    ends = np.minimum(starts + factor, n)
+    return (starts + ends - 1.0) / 2.0
+
+
+def _row_range(rows: slice | None, n_out: int) -> tuple[int, int]:
+    if rows is None:
+        return 0, n_out
+    start, stop, step = rows.indices(n_out)
+    if step != 1:
+        raise ValueError("rows must be a contiguous slice (step 1)")
+    return start, max(start, stop)
+
+
+def _block_reduce_mean(a: np.ndarray, factor: int) -> np.ndarray:
+    """NaN-aware mean over ``factor x factor`` blocks (partial blocks at the end included)."""
+    h, w = a.shape
+    oh, ow = -(-h // factor), -(-w // factor)
+    pad = ((0, oh * factor - h), (0, ow * factor - w))
+    if pad[0][1] or pad[1][1]:
+        a = np.pad(a, pad, constant_values=np.nan)
+    b = a.reshape(oh, factor, ow, factor)
+    finite = np.isfinite(b)
+    s = np.where(finite, b, 0.0).sum(axis=(1, 3), dtype=np.float64)
+    n = finite.sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(n > 0, s / np.maximum(n, 1), np.nan)
+    return out.astype(np.float32)
+
+
+def _coarse_index(pos: np.ndarray, n_coarse: int, interp: Interp) -> np.ndarray:
+    """Fractional (bilinear) or integer (nearest) coarse-grid index of SAR positions."""
+    f = C.COARSE_FACTOR
+    if interp == "nearest":
+        return np.clip(np.floor(pos / f), 0, n_coarse - 1)
+    return np.clip((pos - (f - 1) / 2.0) / f, 0, n_coarse - 1)
+
+
+def _interp_coarse(a: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, interp: Interp) -> np.ndarray:
+    ri = _coarse_index(rpos, a.shape[0], interp)
+    ci = _coarse_index(cpos, a.shape[1], interp)
+    if interp == "nearest":
+        return a[np.ix_(ri.astype(np.intp), ci.astype(np.intp))].astype(np.float32)
+    rr, cc = np.meshgrid(ri, ci, indexing="ij")
+    return ndimage.map_coordinates(
+        a.astype(np.float32), [rr, cc], order=1, mode="nearest", prefilter=False
+    ).astype(np.float32)
+
+
+def _check_channels(scene: Scene, channels: Sequence[str]) -> None:
+    unknown = [c for c in channels if c not in C.ALL_CHANNELS]
+    if unknown:
+        raise BadDataError(f"unknown input channel(s) {', '.join(unknown)}")
+    missing = [c for c in channels if C.channel_kind(c) != "derived" and c not in scene.ds]
+    if missing:
+        raise BadDataError(
+            f"scene {scene.scene_id} ({scene.path}) lacks channel(s) "
+            f"{', '.join(f'`{m}`' for m in missing)}"
+        )
+
+
+def raw_features(
+    scene: Scene,
+    channels: Sequence[str],
+    *,
+    factor: int = 10,
+    method: Method = "mean",
+    interp: Interp = "bilinear",
+    rows: slice | None = None,
+) -> np.ndarray:
+    """Unnormalised feature stack at the downscaled grid; invalid pixels stay NaN.
+
+    Same arguments as :func:`build_features` without ``norm``. Used by the training cache and
+    :func:`compute_norm`.
+    """
+    if factor < 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    _check_channels(scene, channels)
+    lines, samples = scene.shape
+    oh, ow = output_shape(scene.shape, factor)
+    r0, r1 = _row_range(rows, oh)
+    out = np.full((len(channels), r1 - r0, ow), np.nan, dtype=np.float32)
+    if r1 <= r0:
+        return out
+    rcent = pixel_centres(lines, factor, method)[r0:r1]
+    ccent = pixel_centres(samples, factor, method)
+    sar_idx = [(k, c) for k, c in enumerate(channels) if C.channel_kind(c) == "sar"]
+    if sar_idx:
+        for b0 in range(r0, r1, _BLOCK_OUT_ROWS):
+            b1 = min(b0 + _BLOCK_OUT_ROWS, r1)
+            if method == "subsample":
+                win = (slice(b0 * factor, min(b1 * factor, lines), factor), slice(None, None, factor))
+            else:
+                win = (slice(b0 * factor, min(b1 * factor, lines)), slice(None))
+            valid = scene.valid(win)
+            for k, name in sar_idx:
+                a = scene.sar(name, win)
+                a = np.where(valid, a, np.float32(np.nan))
+                out[k, b0 - r0 : b1 - r0] = a if method == "subsample" else _block_reduce_mean(a, factor)
+    for k, name in enumerate(channels):
+        kind = C.channel_kind(name)
+        if kind == "coarse":
+            out[k] = _interp_coarse(scene.coarse(name), rcent, ccent, interp)
+        elif name == "month":
+            out[k] = 2.0 * scene.month / 11.0 - 1.0
+    if "lat" in channels or "lon" in channels:
+        lat, lon = scene.latlon(rows=rcent, cols=ccent)
+        if "lat" in channels:
+            out[list(channels).index("lat")] = lat
+        if "lon" in channels:
+            out[list(channels).index("lon")] = lon
+    return out
+
+
+def normalise(x: np.ndarray, norm: Mapping[str, Any] | None, *, copy: bool = True) -> np.ndarray:
+    """Apply ``(x - mean) / std`` per channel (axis 0) when ``norm`` is given; NaN -> 0."""
+    out = np.array(x, dtype=np.float32, copy=copy)
+    if norm is not None:
+        mean = np.asarray(norm["mean"], dtype=np.float32)
+        std = np.asarray(norm["std"], dtype=np.float32)
+        if mean.shape[0] != out.shape[0] or std.shape[0] != out.shape[0]:
+            raise ValueError(
+                f"normalisation has {mean.shape[0]} channels, the stack {out.shape[0]}"
+            )
+        shape = (-1,) + (1,) * (out.ndim - 1)
+        out -= mean.reshape(shape)
+        out /= np.where(std > 0, std, 1.0).reshape(shape)
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
+
+
+def build_features(
+    scene: Scene,
+    channels: Sequence[str],
+    *,
+    factor: int = 10,
+    norm: Mapping[str, Any] | None = None,
+    method: Method = "mean",
+    interp: Interp = "bilinear",
+    rows: slice | None = None,
+) -> np.ndarray:
+    """The network input for ``scene`` at the downscaled grid.
+
+    Parameters
+    ----------
+    scene
+        An opened scene (:func:`icechart.io.scene.open_scene`).
+    channels
+        Channel names (:data:`icechart.io.contract.ALL_CHANNELS`), in network order.
+    factor
+        Downscaling factor (10: 80 m -> 800 m).
+    norm
+        ``{"mean": [...], "std": [...]}`` per channel (from :func:`compute_norm`, stored with
+        the model); None leaves values unnormalised.
+    method
+        ``"mean"`` (average valid pixels of each block) or ``"subsample"`` (one pixel in f).
+    interp
+        ``"bilinear"`` or ``"nearest"`` for the 2 km AMSR2/ERA5 grid.
+    rows
+        A contiguous slice of *downscaled* rows (to tile a scene by row blocks); None = all.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C, rows, ceil(samples/factor))`` float32; NaN/invalid -> 0 after normalising.
+
+    Raises
+    ------
+    BadDataError
+        A channel is unknown or missing from the scene (65, naming both).
+    """
+    raw = raw_features(scene, channels, factor=factor, method=method, interp=interp, rows=rows)
+    return normalise(raw, norm, copy=False)
+
+
+def downscaled_valid(scene: Scene, *, factor: int, rows: slice | None = None) -> np.ndarray:
+    """True at downscaled pixels whose block holds at least one valid SAR pixel."""
+    lines, _ = scene.shape
+    oh, ow = output_shape(scene.shape, factor)
+    r0, r1 = _row_range(rows, oh)
+    out = np.zeros((r1 - r0, ow), dtype=bool)
+    for b0 in range(r0, r1, _BLOCK_OUT_ROWS):
+        b1 = min(b0 + _BLOCK_OUT_ROWS, r1)
+        v = scene.valid((slice(b0 * factor, min(b1 * factor, lines)), slice(None)))
+        out[b0 - r0 : b1 - r0] = _block_any(v, factor)
+    return out
+
+
+def _block_any(v: np.ndarray, factor: int) -> np.ndarray:
+    h, w = v.shape
+    oh, ow = -(-h // factor), -(-w // factor)
+    v = np.pad(v, ((0, oh * factor - h), (0, ow * factor - w)), constant_values=False)
+    return v.reshape(oh, factor, ow, factor).any(axis=(1, 3))
+
+
+def block_mode(a: np.ndarray, factor: int) -> np.ndarray:
+    """Most frequent value of each ``factor x factor`` block of a uint8 array (FILL counts too;
+    ties go to the smaller value). Partial edge blocks use their real pixels only."""
+    h, w = a.shape
+    oh, ow = -(-h // factor), -(-w // factor)
+    pad = ((0, oh * factor - h), (0, ow * factor - w))
+    real = np.pad(np.ones((h, w), bool), pad, constant_values=False).reshape(oh, factor, ow, factor)
+    b = np.pad(a, pad, constant_values=FILL).reshape(oh, factor, ow, factor)
+    best = np.full((oh, ow), FILL, dtype=np.uint8)
+    best_n = np.full((oh, ow), -1, dtype=np.int32)
+    for val in np.unique(a):
+        n = ((b == val) & real).sum(axis=(1, 3), dtype=np.int32)
+        better = n > best_n
+        best[better] = val
+        best_n[better] = n[better]
+    return best
+
+
+def downscale_labels(
+    scene: Scene, chart: str, *, factor: int, method: LabelMethod = "mode"
+) -> np.ndarray:
+    """A label chart at the downscaled grid (uint8, FILL kept).
+
+    ``"mode"`` takes each block's most frequent value (FILL included, so land and no-data
+    edges stay masked); ``"subsample"`` takes the block's first pixel (the reference).
+    """
+    lines, samples = scene.shape
+    oh, ow = output_shape(scene.shape, factor)
+    if method == "subsample":
+        return np.ascontiguousarray(
+            scene.labels(chart, (slice(None, None, factor), slice(None, None, factor)))
+        )
+    out = np.empty((oh, ow), dtype=np.uint8)
+    for b0 in range(0, oh, _BLOCK_OUT_ROWS):
+        b1 = min(b0 + _BLOCK_OUT_ROWS, oh)
+        lab = scene.labels(chart, (slice(b0 * factor, min(b1 * factor, lines)), slice(None)))
+        out[b0:b1] = block_mode(lab, factor)
+    return out
+
+
+class _Moments:
+    """Running per-channel sum / sum of squares / count (float64)."""
+
+    def __init__(self, n: int) -> None:
+        self.s = np.zeros(n)
+        self.ss = np.zeros(n)
+        self.n = np.zeros(n)
+
+    def add(self, x: np.ndarray) -> None:
+        flat = x.reshape(x.shape[0], -1).astype(np.float64)
+        finite = np.isfinite(flat)
+        v = np.where(finite, flat, 0.0)
+        self.s += v.sum(axis=1)
+        self.ss += (v * v).sum(axis=1)
+        self.n += finite.sum(axis=1)
+
+
+def norm_from_stacks(stacks: Iterable[np.ndarray], channels: Sequence[str]) -> dict[str, list[float]]:
+    """Per-channel mean and standard deviation from unnormalised stacks (NaN ignored).
+
+    Derived channels (month, lat, lon) take :data:`FIXED_NORM`; a channel with no finite value
+    or zero spread gets std 1.
+    """
+    m = _Moments(len(channels))
+    for x in stacks:
+        m.add(x)
+    mean, std = [], []
+    for k, name in enumerate(channels):
+        if name in FIXED_NORM:
+            mu, sd = FIXED_NORM[name]
+        elif m.n[k] == 0:
+            logger.warning("channel %s has no finite value in the training scenes", name)
+            mu, sd = 0.0, 1.0
+        else:
+            mu = m.s[k] / m.n[k]
+            var = max(m.ss[k] / m.n[k] - mu * mu, 0.0)
+            sd = math.sqrt(var) if var > 1e-12 else 1.0
+        mean.append(float(mu))
+        std.append(float(sd))
+    return {"mean": mean, "std": std}
+
+
+def compute_norm(
+    scenes: Iterable[Scene],
+    channels: Sequence[str],
+    *,
+    factor: int = 10,
+    method: Method = "mean",
+    interp: Interp = "bilinear",
+) -> dict[str, list[float]]:
+    """Normalisation statistics ``{"mean": [...], "std": [...]}`` from the training scenes,
+    computed on the downscaled features (what the network sees)."""
+    return norm_from_stacks(
+        (raw_features(s, channels, factor=factor, method=method, interp=interp) for s in scenes),
+        channels,
+    )

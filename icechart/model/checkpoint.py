@@ -1,0 +1,256 @@
+"""Checkpoints: safetensors weights + JSON metadata (the input contract), with sha256.
+
+A checkpoint is a ``.safetensors`` file: the network's state dict as tensors and, in the
+header's string metadata under ``"icechart"``, a JSON object with the keys in :data:`META_KEYS`
+(channels, downscale factor and method, interpolation, normalisation, architecture, class table
+version, config, validation scores, software version, training scenes). Loading never executes
+code (safetensors; a ``.pt`` file is read with ``torch.load(weights_only=True)``).
+
+:func:`load_checkpoint` accepts a weights file, a training run directory (its
+``best.safetensors``) or a shipped model directory ``models/<id>/`` whose ``model.toml`` gives
+the weights file, the model id and the weights' sha256 (checked). ``model.toml`` keys, at the
+top level or in a ``[model]`` table::
+
+    [model]
+    id = "mmseaice-s1-v1"              # default: the directory name
+    weights = "model.safetensors"       # default
+    sha256 = "<64 hex>"                 # optional; a mismatch is ModelError (69)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from icechart.atomic import atomic_path
+from icechart.classes import CLASS_TABLE_VERSION
+from icechart.errors import ModelError
+from icechart.model.unet import UNet, build_net
+
+logger = logging.getLogger(__name__)
+
+META_KEY = "icechart"
+FORMAT_VERSION = 1
+META_KEYS = (
+    "channels",
+    "factor",
+    "downscale_method",
+    "interp",
+    "norm",
+    "arch",
+    "class_table_version",
+    "config",
+    "val_scores",
+    "software_version",
+    "trained_on",
+)
+REQUIRED_META = ("channels", "factor", "norm", "arch", "class_table_version")
+RUN_DIR_WEIGHTS = ("best.safetensors", "last.safetensors")
+MODEL_CARD = "model.toml"
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference with the metadata it was trained with."""
+
+    net: UNet
+    meta: dict[str, Any]
+    model_id: str
+    sha256: str
+    path: Path
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_checkpoint(path: str | Path, net: nn.Module, meta: Mapping[str, Any]) -> str:
+    """Write ``net``'s weights and ``meta`` to a safetensors file atomically.
+
+    Parameters
+    ----------
+    path
+        Destination ``.safetensors`` file.
+    net
+        The network (a DDP wrapper is unwrapped).
+    meta
+        Metadata; ``arch`` and ``class_table_version`` are filled in when absent.
+
+    Returns
+    -------
+    str
+        The sha256 (hex) of the written file.
+    """
+    from safetensors.torch import save_file
+
+    net = getattr(net, "module", net)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    full = dict(meta)
+    if "arch" not in full and isinstance(net, UNet):
+        full["arch"] = net.arch
+    full.setdefault("class_table_version", CLASS_TABLE_VERSION)
+    full["format_version"] = FORMAT_VERSION
+    text = json.dumps(_jsonable(full), sort_keys=True)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={META_KEY: text})
+    return file_sha256(path)
+
+
+def _resolve(path: Path) -> tuple[Path, str | None, str | None]:
+    """(weights file, model id from a model card, expected sha256 from a model card)."""
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file or directory")
+    if path.is_file():
+        return path, None, None
+    card = path / MODEL_CARD
+    if card.is_file():
+        try:
+            with open(card, "rb") as fh:
+                info = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ModelError(f"{card}: unreadable model card ({exc})") from exc
+        model = info.get("model", info)
+        weights = model.get("weights", "model.safetensors")
+        sha = model.get("sha256")
+        mid = model.get("id") or path.name
+        return path / str(weights), str(mid), (str(sha).lower() if sha else None)
+    for name in RUN_DIR_WEIGHTS:
+        if (path / name).is_file():
+            return path / name, None, None
+    raise ModelError(
+        f"{path}: no model here (expected {MODEL_CARD}, or a training run's best.safetensors)"
+    )
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read the state dict and metadata of a weights file without building the network."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such weights file")
+    if path.suffix == ".pt":
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            state, meta = obj["model"], json.loads(obj["meta"])
+        except Exception as exc:
+            raise ModelError(f"{path}: corrupt or unreadable checkpoint ({_short(exc)})") from exc
+        return state, meta
+    from safetensors import safe_open
+
+    try:
+        state = {}
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            header = fh.metadata() or {}
+            for k in fh.keys():
+                state[k] = fh.get_tensor(k)
+        meta = json.loads(header[META_KEY])
+    except KeyError:
+        raise ModelError(f"{path}: not an icechart checkpoint (no `{META_KEY}` metadata)") from None
+    except Exception as exc:
+        raise ModelError(f"{path}: corrupt or unreadable checkpoint ({_short(exc)})") from exc
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: checkpoint metadata is not a JSON object")
+    return state, meta
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:160] or type(exc).__name__
+
+
+def check_meta(meta: Mapping[str, Any], *, where: str | Path) -> None:
+    """Raise ModelError when required keys are missing or the class tables differ."""
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ModelError(f"{where}: checkpoint metadata lacks {', '.join(missing)}")
+    ver = meta.get("class_table_version")
+    if ver != CLASS_TABLE_VERSION:
+        raise ModelError(
+            f"{where}: trained with class tables {ver!r}, this icechart uses "
+            f"{CLASS_TABLE_VERSION!r}; retrain or use a matching icechart version"
+        )
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a network for inference.
+
+    Parameters
+    ----------
+    path
+        A ``.safetensors`` file, a training run directory, or a model directory holding
+        ``model.toml``.
+    device
+        Where to put the network.
+
+    Returns
+    -------
+    LoadedModel
+        The network in eval mode on ``device``, its metadata, id and weights sha256.
+
+    Raises
+    ------
+    ModelError
+        Missing, corrupt, sha256 mismatch, class-table mismatch, or weights not matching the
+        architecture (69).
+    """
+    weights, card_id, expected = _resolve(Path(path))
+    if not weights.is_file():
+        raise ModelError(f"{weights}: weights file missing")
+    sha = file_sha256(weights)
+    if expected and sha != expected:
+        raise ModelError(
+            f"{weights}: sha256 {sha[:12]}... does not match the model card's {expected[:12]}...; "
+            "the file is corrupt or was replaced"
+        )
+    state, meta = read_checkpoint(weights)
+    check_meta(meta, where=weights)
+    try:
+        net = build_net(meta["arch"])
+        net.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise ModelError(f"{weights}: weights do not match the architecture ({_short(exc)})") from exc
+    net.to(device).eval()
+    model_id = card_id or f"ckpt-{sha[:12]}"
+    return LoadedModel(net=net, meta=meta, model_id=model_id, sha256=sha, path=weights)
+
+
+def predict_logits(
+    net: nn.Module, x: np.ndarray, *, device: str | torch.device | None = None
+) -> dict[str, np.ndarray]:
+    """Run ``net`` on one ``(C, H, W)`` (or ``(N, C, H, W)``) float32 stack; returns numpy
+    outputs per chart with the batch axis removed for a single stack."""
+    single = x.ndim == 3
+    t = torch.from_numpy(np.ascontiguousarray(x[None] if single else x, dtype=np.float32))
+    if device is None:
+        device = next(net.parameters()).device
+    with torch.inference_mode():
+        out = net(t.to(device))
+    res = {k: v.float().cpu().numpy() for k, v in out.items()}
+    return {k: v[0] for k, v in res.items()} if single else res

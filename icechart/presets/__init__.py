@@ -1,0 +1,1 @@
+"""Shipped training recipes (``[train]`` TOML), found with importlib.resources by name."""

@@ -1,0 +1,205 @@
+"""The ``[train]`` configuration: a frozen dataclass, presets, and command-line overrides.
+
+A run recipe is a TOML file with a ``[train]`` table (contract.md "Configuration"), or the name
+of a shipped preset (``icechart/presets/<name>.toml``, found with importlib.resources so an
+installed wheel has them). Unknown keys are errors (78) with a "did you mean" hint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from icechart.config import from_dict, load_toml, unknown_key_error
+from icechart.errors import ConfigError, InputMissingError
+from icechart.io import contract as C
+
+logger = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run (defaults: the paper's Model 1, reference/method.md)."""
+
+    # data
+    data: str = ""
+    """Directory of AI4Arctic training scenes (``*.nc``); ``--data`` overrides."""
+    out: str = "runs/train"
+    """Run directory; ``-o/--out`` overrides."""
+    cache_dir: str = ""
+    """Preprocessing cache; empty: ``<out>/../.icechart-cache``."""
+    val_scenes: tuple[str, ...] = ()
+    """Scene ids (or file names) held out for validation; empty: ``n_val`` drawn at random."""
+    n_val: int = 20
+    val_seed: int = -1
+    """Seed of the random split; -1: the run's seed."""
+    # features
+    channels: tuple[str, ...] = C.DEFAULT_CHANNELS
+    factor: int = 10
+    downscale_method: Literal["mean", "subsample"] = "mean"
+    label_method: Literal["mode", "subsample"] = "mode"
+    interp: Literal["bilinear", "nearest"] = "bilinear"
+    sar_fill: float | None = None
+    # network
+    filters: tuple[int, ...] = (32, 32, 64, 64)
+    sic_mode: Literal["regression", "classification"] = "regression"
+    separate_decoders: bool = False
+    # loss (method.md: 1 x MSE SIC + 3 x CE SOD + 3 x CE FLOE)
+    sic_weight: float = 1.0
+    sod_weight: float = 3.0
+    floe_weight: float = 3.0
+    # optimisation
+    epochs: int = 300
+    iterations: int = 500
+    batch_size: int = 16
+    patch_size: int = 256
+    min_labelled: float = 0.01
+    """Reject a patch whose fraction of labelled SIC pixels is below this."""
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.01
+    restart_epochs: int = 20
+    """Cosine annealing warm restart period in epochs (T0 = restart_epochs x iterations)."""
+    # augmentation (each p = aug_prob; paper: 0.5)
+    augment: bool = True
+    aug_prob: float = 0.5
+    max_rotation: float = 90.0
+    scale_min: float = 0.9
+    scale_max: float = 1.1
+    cutmix: bool = True
+    # runtime
+    seed: int = 0
+    device: Device = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    val_every: int = 1
+    log_every: int = 50
+    runs: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes copied into the checkpoint (e.g. the paper model number)."""
+
+    def __post_init__(self) -> None:
+        bad = [c for c in self.channels if c not in C.ALL_CHANNELS]
+        if bad:
+            raise ValueError(f"unknown channel(s) {', '.join(bad)}")
+        if not self.channels:
+            raise ValueError("channels is empty")
+        for name in ("factor", "epochs", "iterations", "batch_size", "patch_size", "restart_epochs", "runs", "val_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1")
+        if self.n_val < 0:
+            raise ValueError("`n_val` must be >= 0")
+        if not self.filters or min(self.filters) < 1:
+            raise ValueError("`filters` must be positive integers")
+        if not 0 <= self.aug_prob <= 1:
+            raise ValueError("`aug_prob` must lie in [0, 1]")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ValueError("need 0 < scale_min <= scale_max")
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        return {
+            "in_channels": len(self.channels),
+            "filters": list(self.filters),
+            "sic_mode": self.sic_mode,
+            "separate_decoders": self.separate_decoders,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    def replace(self, **kw: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **kw)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# Changing these makes a checkpoint incompatible for --resume.
+COMPAT_KEYS = (
+    "channels", "factor", "downscale_method", "label_method", "interp", "filters", "sic_mode",
+    "separate_decoders",
+)  # fmt: skip
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets (``icechart/presets/*.toml``)."""
+    root = resources.files("icechart.presets")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def _preset_text(name: str) -> str | None:
+    names = preset_names()
+    match = [n for n in names if n == name] or [n for n in names if n.startswith(name + "-")]
+    if len(match) != 1:
+        return None
+    return (resources.files("icechart.presets") / f"{match[0]}.toml").read_text(encoding="utf-8")
+
+
+def read_recipe(config: str | Path) -> tuple[dict[str, Any], str]:
+    """The ``[train]`` table of a file or a preset name, and where it came from."""
+    path = Path(config)
+    if path.suffix == ".toml" or path.exists():
+        doc = load_toml(path)
+        where = str(path)
+    else:
+        text = _preset_text(str(config))
+        if text is None:
+            raise InputMissingError(
+                f"{config}: no such configuration file or preset (presets: {', '.join(preset_names())})"
+            )
+        doc = tomllib.loads(text)
+        where = f"preset {config}"
+    extra = [k for k in doc if k not in ("train", "predict", "score")]
+    if extra:
+        raise unknown_key_error(extra[0], ["train"], where=where)
+    table = doc.get("train")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: no [train] table")
+    return dict(table), where
+
+
+def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` overrides; values are TOML literals, else plain strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if key.startswith("train."):
+            key = key[len("train.") :]
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        if key not in FIELDS:
+            raise unknown_key_error(key, FIELDS, where="--set")
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value
+    return out
+
+
+def load_train_config(
+    config: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    **flags: Any,
+) -> TrainConfig:
+    """Build the run configuration: ``flags`` (non-None) > ``--set`` > file > defaults.
+
+    Raises
+    ------
+    ConfigError
+        Unknown key (with a hint), wrong type or invalid value (78).
+    InputMissingError
+        The file or preset does not exist (66).
+    """
+    table, where = read_recipe(config)
+    table.update(parse_set(list(overrides)))
+    table.update({k: v for k, v in flags.items() if v is not None})
+    return from_dict(TrainConfig, table, where=where)

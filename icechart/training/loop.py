@@ -1,0 +1,482 @@
+"""The training loop: ``train(config)`` -> run directory with best/last checkpoints.
+
+Recipe (reference/method.md): random patches from the cached downscaled scenes, batch
+augmentation on the device, 1 x MSE(SIC) + 3 x CE(SOD) + 3 x CE(FLOE), SGD (lr 1e-3, momentum
+0.9, weight decay 0.01), cosine annealing with warm restarts every ``restart_epochs`` epochs
+stepped per batch, validation each epoch at full label resolution, best checkpoint by combined
+score. Mixed precision and channels-last on CUDA; DDP when started by ``torchrun``.
+
+Run directory: ``config.json``, ``split.json``, ``metrics.jsonl`` (one line per epoch),
+``best.safetensors`` (inference checkpoint), ``last.pt`` (resume state: weights, optimiser,
+scheduler, grad scaler, RNG states, epoch), ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from icechart import __version__
+from icechart.atomic import atomic_path
+from icechart.classes import CHARTS, CLASS_TABLE_VERSION
+from icechart.errors import ConfigError, ModelError
+from icechart.features import norm_from_stacks
+from icechart.model.checkpoint import save_checkpoint
+from icechart.model.unet import build_net, count_parameters
+from icechart.training.augment import AugmentSpec, augment_batch
+from icechart.training.config import COMPAT_KEYS, TrainConfig
+from icechart.training.data import (
+    PatchSampler,
+    SceneData,
+    default_cache_dir,
+    find_scenes,
+    label_stats,
+    load_all,
+    split_scenes,
+    writable_dir,
+)
+from icechart.training.loss import multitask_loss
+from icechart.training.validate import baseline, validate
+
+logger = logging.getLogger(__name__)
+
+SCORE_KEYS = ("SIC", "SOD", "FLOE", "combined")
+
+
+@dataclass
+class RunResult:
+    """What one training run produced."""
+
+    out: Path
+    best_path: Path
+    best_epoch: int
+    scores: dict[str, float] | None
+    baseline: dict[str, float] | None
+    epochs_run: int
+    seconds: float
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available; ``cuda`` without a GPU is a configuration error (78)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+class _Dist:
+    """torch.distributed state when started by torchrun (WORLD_SIZE > 1)."""
+
+    def __init__(self, device_name: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.active = self.world > 1
+        if self.active and not torch.distributed.is_initialized():
+            dev = resolve_device(device_name)
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+            if dev.type == "cuda":
+                torch.cuda.set_device(self.local_rank)
+            torch.distributed.init_process_group(backend=backend)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.active and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+class _Progress:
+    """A progress bar on a terminal, periodic log lines otherwise."""
+
+    def __init__(self, total: int, *, epoch: int, epochs: int, every: int, enabled: bool) -> None:
+        self.total, self.epoch, self.epochs, self.every = total, epoch, epochs, every
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+
+    def update(self, i: int, loss: float, patches: int) -> None:
+        if not self.enabled:
+            return
+        rate = patches / max(time.perf_counter() - self.t0, 1e-9)
+        if self.tty:
+            frac = (i + 1) / self.total
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(
+                f"\repoch {self.epoch + 1}/{self.epochs} [{bar:<30}] {i + 1}/{self.total} "
+                f"loss {loss:.4f} {rate:.1f} patches/s"
+            )
+            if i + 1 == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        elif (i + 1) % self.every == 0 or i + 1 == self.total:
+            logger.info(
+                "epoch %d/%d iteration %d/%d loss %.4f (%.1f patches/s)",
+                self.epoch + 1, self.epochs, i + 1, self.total, loss, rate,
+            )
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def _compat(cfg: TrainConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    return {k: d[k] for k in COMPAT_KEYS}
+
+
+def _rng_states(sampler: PatchSampler, gen: torch.Generator) -> dict[str, Any]:
+    st: dict[str, Any] = {
+        "sampler": sampler.get_state(),
+        "augment": gen.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _scores(res: Any) -> dict[str, float]:
+    return {k: float(res.scores[k]) for k in SCORE_KEYS}
+
+
+def _meta(
+    cfg: TrainConfig, norm: dict[str, Any], train: list[SceneData], val: list[SceneData],
+    scores: dict[str, float] | None, epoch: int,
+) -> dict[str, Any]:
+    return {
+        "channels": list(cfg.channels),
+        "factor": cfg.factor,
+        "downscale_method": cfg.downscale_method,
+        "label_method": cfg.label_method,
+        "interp": cfg.interp,
+        "sar_fill": cfg.sar_fill,
+        "norm": norm,
+        "arch": cfg.arch,
+        "class_table_version": CLASS_TABLE_VERSION,
+        "config": cfg.to_dict(),
+        "val_scores": scores,
+        "epoch": epoch,
+        "software_version": __version__,
+        "torch_version": torch.__version__,
+        "trained_on": [s.scene_id for s in train],
+        "validated_on": [s.scene_id for s in val],
+    }
+
+
+def _load_last(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: nothing to resume (no last.pt in the run directory)") from None
+    except Exception as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise ModelError(f"{path}: corrupt resume checkpoint ({first})") from exc
+
+
+# -- the loop --------------------------------------------------------------------------------
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> RunResult:
+    """Train one network.
+
+    Parameters
+    ----------
+    cfg
+        The run configuration (``out`` is the run directory).
+    resume
+        Continue from ``out/last.pt`` with its optimiser, scheduler and RNG states.
+    progress
+        Show a progress bar (terminal) or periodic log lines.
+
+    Raises
+    ------
+    InputMissingError
+        No training scenes (66).
+    BadDataError
+        A scene without labels or lacking a channel (65).
+    OutputError
+        The run directory cannot be written (73).
+    ConfigError
+        Resume from an incompatible checkpoint (78).
+    ModelError
+        A corrupt resume checkpoint (69).
+    """
+    t_start = time.perf_counter()
+    dist = _Dist(cfg.device)
+    try:
+        return _train(cfg, dist, resume=resume, progress=progress, t_start=t_start)
+    finally:
+        dist.close()
+
+
+def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_start: float) -> RunResult:
+    out = Path(cfg.out)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and dist.active:
+        device = torch.device("cuda", dist.local_rank)
+    if dist.main:
+        writable_dir(out)
+    last_path, best_path = out / "last.pt", out / "best.safetensors"
+    state: dict[str, Any] | None = None
+    if resume:
+        state = _load_last(last_path)
+        try:
+            saved = json.loads(state["compat"])
+        except Exception as exc:
+            raise ModelError(f"{last_path}: corrupt resume checkpoint (no configuration)") from exc
+        now = _compat(cfg)
+        diff = [k for k in COMPAT_KEYS if saved.get(k) != now[k]]
+        if diff:
+            raise ConfigError(
+                f"{last_path}: cannot resume: the checkpoint was trained with different "
+                f"{', '.join(diff)} (e.g. {diff[0]} = {saved.get(diff[0])!r}, now {now[diff[0]]!r})"
+            )
+
+    # data: split (kept on resume), cache (built once by rank 0)
+    paths = find_scenes(cfg.data)
+    split_file = out / "split.json"
+    if resume and split_file.exists():
+        split = json.loads(split_file.read_text())
+        by_name = {p.name: p for p in paths}
+        try:
+            train_p = [by_name[n] for n in split["train"]]
+            val_p = [by_name[n] for n in split["val"]]
+        except KeyError as exc:
+            raise ConfigError(f"{split_file}: scene {exc.args[0]} is not in {cfg.data}") from None
+    else:
+        train_p, val_p = split_scenes(paths, cfg)
+    cache = default_cache_dir(cfg)
+    t0 = time.perf_counter()
+    if not dist.main:
+        dist.barrier()
+    train_s = load_all(train_p, cfg, cache)
+    val_s = load_all(val_p, cfg, cache, full_labels=True)
+    if dist.main:
+        dist.barrier()
+        _write_json(split_file, {"train": [p.name for p in train_p], "val": [p.name for p in val_p],
+                                 "train_ids": [s.scene_id for s in train_s], "val_ids": [s.scene_id for s in val_s]})
+        _write_json(out / "config.json", cfg.to_dict())
+    t_data = time.perf_counter() - t0
+    norm = norm_from_stacks([np.asarray(s.x) for s in train_s], cfg.channels)
+    hist = label_stats(train_s)
+    base = _scores(baseline(val_s, hist)) if (val_s and dist.main) else None
+    logger.info(
+        "%d training and %d validation scenes; data ready in %.1f s (cache %s)",
+        len(train_s), len(val_s), t_data, cache,
+    )
+    if not val_s:
+        logger.warning("no validation scenes: best.safetensors is the last epoch's network")
+
+    # network, optimiser, schedule
+    torch.manual_seed(cfg.seed)
+    net: nn.Module = build_net(cfg.arch)
+    use_cuda = device.type == "cuda"
+    amp = cfg.amp and use_cuda
+    mem_format = torch.channels_last if (cfg.channels_last and use_cuda) else torch.contiguous_format
+    net = net.to(device=device, memory_format=mem_format)
+    logger.info("network: %s, %d parameters, device %s%s", cfg.arch, count_parameters(net), device,
+                " (AMP, channels-last)" if amp else "")
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_epochs * cfg.iterations)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    sampler = PatchSampler(train_s, patch=cfg.patch_size, min_labelled=cfg.min_labelled, seed=cfg.seed * 1000 + dist.rank)
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(cfg.seed * 7919 + dist.rank + 1)
+    start_epoch, best, best_epoch = 0, -math.inf, -1
+    metrics: list[dict[str, Any]] = []
+    best_scores: dict[str, float] | None = None
+    if state is not None:
+        try:
+            net.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            rng = state["rng"]
+            sampler.set_state(rng["sampler"])
+            gen.set_state(rng["augment"])
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            start_epoch = int(state["epoch"])
+            best, best_epoch = float(state["best"]), int(state["best_epoch"])
+            best_scores = json.loads(state["best_scores"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise ModelError(f"{last_path}: corrupt resume checkpoint ({type(exc).__name__}: {exc})") from exc
+        if (out / "metrics.jsonl").exists():
+            metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
+            metrics = [m for m in metrics if m["epoch"] <= start_epoch]
+        logger.info("resuming %s after epoch %d", out, start_epoch)
+    model: nn.Module = net
+    if dist.active:
+        model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if use_cuda else None)
+    mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor([s if s > 0 else 1.0 for s in norm["std"]], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    spec = AugmentSpec(cfg.aug_prob, cfg.max_rotation, cfg.scale_min, cfg.scale_max, cfg.cutmix)
+    per_rank = max(1, cfg.batch_size // dist.world)
+    weights = (cfg.sic_weight, cfg.sod_weight, cfg.floe_weight)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        bar = _Progress(cfg.iterations, epoch=epoch, epochs=cfg.epochs, every=cfg.log_every, enabled=progress and dist.main)
+        t_ep = time.perf_counter()
+        sums = {"loss": 0.0, "SIC": 0.0, "SOD": 0.0, "FLOE": 0.0}
+        for it in range(cfg.iterations):
+            xb, yb = sampler.batch(per_rank)
+            x = torch.from_numpy(xb).to(device, non_blocking=True)
+            y = torch.from_numpy(yb).to(device, non_blocking=True)
+            x = torch.nan_to_num((x - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
+            if cfg.augment:
+                x, y = augment_batch(x, y, spec, gen)
+            x = x.contiguous(memory_format=mem_format)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                outputs = model(x)
+            loss, terms = multitask_loss(outputs, y, weights=weights, sic_mode=cfg.sic_mode)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            lv = float(loss.detach())
+            sums["loss"] += lv
+            for k, v in terms.items():
+                sums[k] += v
+            bar.update(it, sums["loss"] / (it + 1), (it + 1) * per_rank * dist.world)
+        secs = time.perf_counter() - t_ep
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": sums["loss"] / cfg.iterations,
+            "loss_terms": {k: sums[k] / cfg.iterations for k in CHARTS},
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": round(secs, 3),
+            "patches_per_s": round(cfg.iterations * per_rank * dist.world / max(secs, 1e-9), 3),
+        }
+        if dist.main:
+            scores = None
+            if val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+                t_v = time.perf_counter()
+                scores = _scores(validate(net, val_s, norm, factor=cfg.factor, method=cfg.downscale_method,
+                                          sic_mode=cfg.sic_mode, device=device, amp=amp))
+                row["val"] = scores
+                row["val_seconds"] = round(time.perf_counter() - t_v, 3)
+                logger.info(
+                    "epoch %d/%d: loss %.4f, validation combined %.2f (SIC %.2f, SOD %.2f, FLOE %.2f)",
+                    epoch + 1, cfg.epochs, row["train_loss"], scores["combined"], scores["SIC"],
+                    scores["SOD"], scores["FLOE"],
+                )
+            else:
+                logger.info("epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, row["train_loss"])
+            improved = scores is not None and scores["combined"] > best
+            if improved or not val_s:
+                best = scores["combined"] if scores is not None else best
+                best_epoch, best_scores = epoch + 1, scores
+                row["best"] = True
+                save_checkpoint(best_path, net, _meta(cfg, norm, train_s, val_s, scores, epoch + 1))
+            metrics.append(row)
+            _write_metrics(out / "metrics.jsonl", metrics)
+            last = {
+                "model": net.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_states(sampler, gen),
+                "epoch": epoch + 1,
+                "best": best,
+                "best_epoch": best_epoch,
+                "best_scores": json.dumps(best_scores),
+                "compat": json.dumps(_compat(cfg)),
+                "meta": json.dumps(_meta(cfg, norm, train_s, val_s, scores, epoch + 1)),
+            }
+            with atomic_path(last_path) as tmp:
+                torch.save(last, tmp)
+        else:
+            # other ranks keep their own sampler state; only rank 0 writes
+            pass
+        dist.barrier()
+
+    seconds = time.perf_counter() - t_start
+    result = RunResult(out=out, best_path=best_path, best_epoch=best_epoch, scores=best_scores,
+                       baseline=base, epochs_run=cfg.epochs - start_epoch, seconds=seconds, metrics=metrics)
+    if dist.main:
+        _write_json(out / "summary.json", {
+            "best_epoch": best_epoch, "scores": best_scores, "baseline": base,
+            "seconds": round(seconds, 2), "data_seconds": round(t_data, 2),
+            "epochs": cfg.epochs, "seed": cfg.seed, "best": str(best_path.name),
+        })
+        logger.info("done in %.1f s; best epoch %d: %s", seconds, best_epoch, best_scores)
+    return result
+
+
+def train_runs(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> tuple[list[RunResult], dict[str, Any]]:
+    """Train ``cfg.runs`` networks with seeds ``seed, seed+1, ...`` (paper Table 4).
+
+    With one run the run directory is ``cfg.out``; with N it holds ``run-1`` ... ``run-N``, a
+    ``summary.json`` with mean and standard deviation of each score and an ``ensemble.toml``
+    listing the member checkpoints.
+    """
+    if cfg.runs == 1:
+        r = train(cfg, resume=resume, progress=progress)
+        return [r], _summary([r])
+    out = Path(cfg.out)
+    writable_dir(out)
+    cache = str(default_cache_dir(cfg))
+    results = []
+    for k in range(cfg.runs):
+        sub = cfg.replace(seed=cfg.seed + k, out=str(out / f"run-{k + 1}"), runs=1, cache_dir=cache)
+        do_resume = resume and (Path(sub.out) / "last.pt").exists()
+        logger.info("run %d/%d (seed %d)", k + 1, cfg.runs, sub.seed)
+        results.append(train(sub, resume=do_resume, progress=progress))
+    summary = _summary(results)
+    _write_json(out / "summary.json", summary)
+    lines = ["# icechart ensemble: members trained with different seeds (icechart train --runs)",
+             "[ensemble]", f'members = [{", ".join(json.dumps(f"run-{k + 1}/best.safetensors") for k in range(cfg.runs))}]',
+             f"seeds = [{', '.join(str(cfg.seed + k) for k in range(cfg.runs))}]"]
+    for key in SCORE_KEYS:
+        if key in summary["mean"]:
+            lines.append(f"{key.lower()}_mean = {summary['mean'][key]:.4f}")
+            lines.append(f"{key.lower()}_sd = {summary['sd'][key]:.4f}")
+    with atomic_path(out / "ensemble.toml") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return results, summary
+
+
+def _summary(results: list[RunResult]) -> dict[str, Any]:
+    scored = [r.scores for r in results if r.scores]
+    mean: dict[str, float] = {}
+    sd: dict[str, float] = {}
+    for key in SCORE_KEYS:
+        vals = np.array([s[key] for s in scored], dtype=np.float64)
+        if vals.size:
+            mean[key] = float(vals.mean())
+            sd[key] = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+    return {
+        "runs": [{"out": str(r.out), "best_epoch": r.best_epoch, "scores": r.scores, "baseline": r.baseline,
+                  "seconds": round(r.seconds, 2)} for r in results],
+        "mean": mean,
+        "sd": sd,
+        "baseline": results[0].baseline if results else None,
+    }

@@ -1,0 +1,153 @@
+"""Features at the downscaled grid: shapes, block means over valid pixels, coarse interpolation,
+derived channels, normalisation, row tiling, labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icechart.classes import FILL
+from icechart.errors import BadDataError
+from icechart.features import (
+    block_mode,
+    build_features,
+    compute_norm,
+    downscale_labels,
+    downscaled_valid,
+    normalise,
+    output_shape,
+    pixel_centres,
+    raw_features,
+)
+from icechart.io import contract as C
+from icechart.io.scene import open_scene
+from icechart.synth import make_scene, write_scene
+
+
+@pytest.fixture(scope="module")
+def scene_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("feat") / "20210315T101010_dmi_prep.nc"
+    write_scene(make_scene((123, 107), seed=3), p)
+    return p
+
+
+def test_shape_and_dtype(scene_path: Path) -> None:
+    with open_scene(scene_path) as s:
+        x = build_features(s, C.DEFAULT_CHANNELS, factor=10)
+    assert x.shape == (16, 13, 11)
+    assert x.dtype == np.float32
+    assert np.isfinite(x).all()
+
+
+def test_block_mean_over_valid_pixels(scene_path: Path) -> None:
+    with open_scene(scene_path) as s:
+        hh = s.sar(C.PRIMARY)
+        valid = s.valid()
+        x = raw_features(s, [C.PRIMARY], factor=10)[0]
+        sub = raw_features(s, [C.PRIMARY], factor=10, method="subsample")[0]
+    blk = hh[20:30, 50:60][valid[20:30, 50:60]]
+    assert x[2, 5] == pytest.approx(float(blk.mean()), rel=1e-5)
+    # the last partial block (rows 120..122, cols 100..106)
+    last = hh[120:, 100:][valid[120:, 100:]]
+    if last.size:
+        assert x[12, 10] == pytest.approx(float(last.mean()), rel=1e-5)
+    assert sub[2, 5] == (hh[20, 50] if valid[20, 50] else sub[2, 5])
+    # a block with no valid SAR pixel is NaN raw and 0 after normalising
+    h2 = hh.copy()
+    h2[~valid] = np.nan
+    empty = ~downscaled_valid_np(valid, 10)
+    assert np.isnan(x[empty]).all()
+
+
+def downscaled_valid_np(valid: np.ndarray, f: int) -> np.ndarray:
+    h, w = valid.shape
+    out = np.zeros((-(-h // f), -(-w // f)), bool)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = valid[i * f : i * f + f, j * f : j * f + f].any()
+    return out
+
+
+def test_downscaled_valid(scene_path: Path) -> None:
+    with open_scene(scene_path) as s:
+        v = downscaled_valid(s, factor=10)
+        np.testing.assert_array_equal(v, downscaled_valid_np(s.valid(), 10))
+        np.testing.assert_array_equal(downscaled_valid(s, factor=10, rows=slice(4, 9)), v[4:9])
+
+
+def test_rows_tiling_matches_whole(scene_path: Path) -> None:
+    with open_scene(scene_path) as s:
+        norm = compute_norm([s], C.DEFAULT_CHANNELS, factor=10)
+        whole = build_features(s, C.DEFAULT_CHANNELS, factor=10, norm=norm)
+        parts = [
+            build_features(s, C.DEFAULT_CHANNELS, factor=10, norm=norm, rows=slice(r, r + 5))
+            for r in range(0, 13, 5)
+        ]
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, rtol=1e-6, atol=1e-6)
+
+
+def test_coarse_interpolation(scene_path: Path) -> None:
+    with open_scene(scene_path) as s:
+        a = s.coarse("t2m")
+        near = raw_features(s, ["t2m"], factor=5, interp="nearest")[0]
+        bil = raw_features(s, ["t2m"], factor=5, interp="bilinear")[0]
+    # downscaled pixel 2 (factor 5) covers SAR rows 10..14, centre 12: coarse cell 0's centre.
+    assert near[2, 2] == a[0, 0]
+    assert bil[2, 2] == pytest.approx(a[0, 0], rel=1e-6)
+    # centre 37 (pixel 7) lies in cell 1 (rows 25..49), exactly at its centre
+    assert near[7, 7] == a[1, 1]
+    assert bil[7, 7] == pytest.approx(a[1, 1], rel=1e-6)
+    # halfway between cell centres 12 and 37 -> mean (pixel centre 24.5 is not; use a bound)
+    lo, hi = sorted([a[0, 0], a[1, 0]])
+    assert lo - 1e-3 <= bil[4, 2] <= hi + 1e-3
+
+
+def test_derived_channels(scene_path: Path) -> None:
+    with open_scene(scene_path) as s:
+        x = raw_features(s, ["month", "lat", "lon"], factor=10)
+        lat, lon = s.latlon(rows=pixel_centres(123, 10), cols=pixel_centres(107, 10))
+        m = s.month
+    assert np.allclose(x[0], 2 * m / 11 - 1)
+    np.testing.assert_allclose(x[1], lat, rtol=1e-6)
+    np.testing.assert_allclose(x[2], lon, rtol=1e-6)
+
+
+def test_normalise_and_compute_norm(scene_path: Path) -> None:
+    with open_scene(scene_path) as s:
+        norm = compute_norm([s], [C.SECONDARY, "tcwv", "lat"], factor=10)
+        x = build_features(s, [C.SECONDARY, "tcwv", "lat"], factor=10, norm=norm)
+        v = downscaled_valid(s, factor=10)
+    assert abs(float(x[0][v].mean())) < 1e-4
+    assert float(x[0][v].std()) == pytest.approx(1.0, rel=1e-3)
+    assert norm["mean"][2] == 69.1253  # fixed paper constants for lat
+    assert (x[0][~v] == 0).all()
+    y = normalise(np.array([[[np.nan, 2.0]]], np.float32), {"mean": [1.0], "std": [2.0]})
+    np.testing.assert_array_equal(y, [[[0.0, 0.5]]])
+
+
+def test_missing_channel_names_scene_and_channel(tmp_path: Path) -> None:
+    ds = make_scene((60, 60), seed=1).drop_vars("tclw")
+    p = tmp_path / "20210101T000000_dmi_prep.nc"
+    write_scene(ds, p)
+    with open_scene(p) as s, pytest.raises(BadDataError, match="20210101T000000_dmi.*tclw"):
+        build_features(s, C.DEFAULT_CHANNELS)
+
+
+def test_labels_mode_and_subsample(scene_path: Path) -> None:
+    with open_scene(scene_path) as s:
+        full = s.labels("SOD")
+        mode = downscale_labels(s, "SOD", factor=10)
+        sub = downscale_labels(s, "SOD", factor=10, method="subsample")
+    assert mode.shape == sub.shape == output_shape((123, 107), 10)
+    assert mode.dtype == np.uint8
+    np.testing.assert_array_equal(sub, full[::10, ::10])
+    vals, counts = np.unique(full[30:40, 40:50], return_counts=True)
+    assert mode[3, 4] == vals[np.argmax(counts)]
+    assert FILL in mode or FILL not in full
+
+
+def test_block_mode_partial_blocks() -> None:
+    a = np.array([[1, 1, 2], [2, 2, 2], [3, 3, 255]], np.uint8)
+    np.testing.assert_array_equal(block_mode(a, 2), [[1, 2], [3, 255]])
