@@ -4,9 +4,27 @@ Library API (a notebook user needs no CLI)::
 
     import icechart
     scene = icechart.open_scene("20180707T113313_cis_prep.nc")
+    charts = icechart.predict("20180707T113313_cis_prep.nc")  # xarray.Dataset at SAR geometry
 """
 
 from icechart._version import __version__
 from icechart.io.scene import Scene, open_scene
 
-__all__ = ["__version__", "Scene", "open_scene"]
+__all__ = ["__version__", "Scene", "open_scene", "predict", "predict_scene", "load_model", "write_products"]
+
+# Loaded on first use (PEP 562) so `import icechart` and the CLI's --help do not import torch.
+_LAZY = {
+    "predict": ("icechart.infer.predict", "predict_dataset"),
+    "predict_scene": ("icechart.infer.predict", "predict_scene"),
+    "load_model": ("icechart.infer.predict", "load_model"),
+    "write_products": ("icechart.products", "write_products"),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'icechart' has no attribute {name!r}")

@@ -1,0 +1,436 @@
+"""Ice-chart products from a :class:`~icechart.infer.predict.Prediction` (contract.md "Products").
+
+One pass over the full-resolution row blocks feeds every writer at once: the netCDF gets each
+block as it comes, the GeoTIFF rasters are filled through a precomputed nearest-pixel gather,
+the quicklooks keep every n-th line, and the SIGRID-3 writer keeps the masks at the model's
+resolution. Peak memory is therefore a few row blocks plus the projected rasters, whatever the
+scene size. Every file is written under a temporary name and renamed only when all products of
+the scene are complete (:func:`icechart.atomic.atomic_path`); on any error none is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from icechart import __version__
+from icechart.atomic import TMP_PREFIX, atomic_path
+from icechart.classes import CHARTS
+from icechart.errors import ConfigError
+from icechart.products.autoice import MANIFEST_SUFFIX
+
+if TYPE_CHECKING:
+    from icechart.infer.predict import Prediction
+    from icechart.io.scene import Scene
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("netcdf", "geotiff", "shapefile", "png", "autoice")
+DEFAULT_FORMATS = ("netcdf", "geotiff", "shapefile", "png")
+DEFAULT_CRS = "EPSG:3413"
+DEFAULT_RESOLUTION = 200.0
+SAR_PIXEL = 80.0
+"""SAR pixel spacing of AI4Arctic scenes (m); the model grid is ``factor`` times that."""
+
+
+def parse_formats(formats: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Validate a comma list / iterable of formats; ``autoice`` implies ``netcdf`` (its source).
+
+    Raises
+    ------
+    ConfigError
+        An unknown format name (78).
+    """
+    if formats is None:
+        return DEFAULT_FORMATS
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out: list[str] = []
+    for f in (s.strip().lower() for s in items):
+        if not f:
+            continue
+        if f == "all":
+            out.extend(FORMATS)
+            continue
+        if f not in FORMATS:
+            raise ConfigError(f"unknown format {f!r}; choose from {', '.join(FORMATS)}")
+        out.append(f)
+    if "autoice" in out and "netcdf" not in out:
+        out.append("netcdf")
+    if not out:
+        raise ConfigError(f"no output format given; choose from {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(out))
+
+
+def product_paths(scene_id: str, model_id: str, outdir: str | Path, formats: Iterable[str]) -> list[Path]:
+    """The files ``write_products`` creates for ``formats`` (names from contract.md)."""
+    out = Path(outdir)
+    stem = f"{scene_id}_{model_id}"
+    paths: list[Path] = []
+    fm = set(formats)
+    if "netcdf" in fm:
+        paths.append(out / f"{stem}.nc")
+    if "geotiff" in fm:
+        paths += [out / f"{stem}_{c}.tif" for c in CHARTS]
+    if "shapefile" in fm:
+        from icechart.products.sigrid3 import SHAPEFILE_PARTS
+
+        paths += [out / f"{stem}_sigrid3{ext}" for ext in SHAPEFILE_PARTS]
+    if "png" in fm:
+        paths += [out / f"{stem}_{c}.png" for c in CHARTS]
+    return paths
+
+
+def manifest_path(scene_id: str, model_id: str, outdir: str | Path) -> Path:
+    return Path(outdir) / f"{scene_id}_{model_id}{MANIFEST_SUFFIX}"
+
+
+def _block_rows(factor: int, target: int = 500) -> int:
+    return factor * max(1, round(target / factor))
+
+
+class _LowresStatus:
+    """Land / no-data decision per model pixel, from the full-resolution status of the blocks."""
+
+    def __init__(self, shape: tuple[int, int], factor: int) -> None:
+        self.f = factor
+        lines, samples = shape
+        self.samples = samples
+        self.h, self.w = -(-lines // factor), -(-samples // factor)
+        self.land = np.zeros((self.h, self.w), np.int32)
+        self.bad = np.zeros((self.h, self.w), np.int32)
+        self.n = np.zeros((self.h, self.w), np.int32)
+
+    def add(self, rows: slice, status: np.ndarray) -> None:
+        f = self.f
+        nb = status.shape[0]
+        i0 = rows.start // f
+        ph = -(-nb // f) * f - nb
+        pw = self.w * f - self.samples
+        real = np.pad(np.ones(status.shape, np.int32), ((0, ph), (0, pw)))
+        land = np.pad((status & 1).astype(np.int32), ((0, ph), (0, pw)))
+        bad = np.pad(((status & 2) >> 1).astype(np.int32), ((0, ph), (0, pw)))
+        hb = land.shape[0] // f
+        for acc, a in ((self.n, real), (self.land, land), (self.bad, bad)):
+            acc[i0 : i0 + hb] += a.reshape(hb, f, self.w, f).sum(axis=(1, 3))
+
+    def result(self) -> np.ndarray:
+        from icechart.products.sigrid3 import LOWRES_CHARTED, LOWRES_LAND, LOWRES_NODATA
+
+        out = np.full((self.h, self.w), LOWRES_CHARTED, np.uint8)
+        masked = 2 * (self.land + self.bad) > self.n
+        out[masked & (self.land >= self.bad)] = LOWRES_LAND
+        out[masked & (self.land < self.bad)] = LOWRES_NODATA
+        return out
+
+
+def _model_id(prediction: "Prediction", model: Any) -> str:
+    if model is None:
+        return prediction.model_id
+    if isinstance(model, str):
+        return model
+    return str(getattr(model, "model_id", prediction.model_id))
+
+
+def write_products(
+    prediction: "Prediction",
+    scene: "Scene",
+    outdir: str | Path,
+    *,
+    model: Any = None,
+    formats: str | Iterable[str] | None = DEFAULT_FORMATS,
+    crs: str | int = DEFAULT_CRS,
+    resolution: float = DEFAULT_RESOLUTION,
+    sieve: int | None = None,
+    simplify: float | None = None,
+    complevel: int = 1,
+    input_sha256: str | None = None,
+    command: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[Path]:
+    """Write the products of one scene into ``outdir``.
+
+    Parameters
+    ----------
+    prediction
+        From :func:`icechart.infer.predict.predict_scene`.
+    scene
+        The opened scene (masks, geolocation).
+    outdir
+        Output directory (must exist).
+    model
+        Model id (or a loaded model) for the file names; default the prediction's.
+    formats
+        Among ``netcdf, geotiff, shapefile, png`` (``autoice`` is rebuilt per run by
+        :func:`icechart.products.autoice.write_autoice`, not here).
+    crs, resolution
+        Projected CRS and pixel size (CRS units) of the GeoTIFFs; the shapefile uses the CRS at
+        the model's resolution.
+    sieve
+        Minimum SIGRID-3 region size in model pixels (default
+        :data:`icechart.products.sigrid3.DEFAULT_SIEVE`).
+    simplify
+        Polygon simplification tolerance (CRS units; default half a model pixel).
+    complevel
+        zlib level of the netCDF.
+    input_sha256
+        The input file's sha256 (computed here when None and netCDF is written).
+    command
+        Command line for the netCDF ``history`` (default ``sys.argv``).
+    timings
+        A dict that receives seconds per stage (``upsample``, ``netcdf``, ``geotiff``, ``png``,
+        ``shapefile``).
+
+    Returns
+    -------
+    list of Path
+        The files written, in :func:`product_paths` order.
+
+    Raises
+    ------
+    ConfigError
+        Unknown format or CRS, bad resolution (78).
+    OutputError, OutputIOError
+        A file cannot be written (73, 74); nothing of this call is left behind.
+    """
+    from icechart.products.netcdf import LatLonBlocks, NetcdfWriter, chart_arrays, global_attrs
+    from icechart.products.warp import parse_crs
+
+    fm = [f for f in parse_formats(formats) if f != "autoice"]
+    if not fm:
+        return []
+    model_id = _model_id(prediction, model)
+    outdir = Path(outdir)
+    target_crs = parse_crs(crs)
+    if not float(resolution) > 0:
+        raise ConfigError(f"resolution must be positive, got {resolution}")
+    tm = timings if timings is not None else {}
+    for k in ("upsample", "netcdf", "geotiff", "png", "shapefile"):
+        tm.setdefault(k, 0.0)
+    factor = prediction.factor
+    block_rows = _block_rows(factor)
+    lines, samples = prediction.shape
+    stem = f"{scene.scene_id}_{model_id}"
+    written: list[Path] = []
+
+    with ExitStack() as stack:
+        inv = None
+        if "geotiff" in fm or "shapefile" in fm:
+            from icechart.products.warp import InverseGeolocation
+
+            t = time.perf_counter()
+            rc, cc = prediction.centres()
+            inv = InverseGeolocation(scene, rc, cc, target_crs)
+            tm["geotiff" if "geotiff" in fm else "shapefile"] += time.perf_counter() - t
+
+        nc = None
+        if "netcdf" in fm:
+            t = time.perf_counter()
+            if input_sha256 is None:
+                input_sha256 = file_sha256(scene.path)
+            dest = outdir / f"{stem}.nc"
+            tmp = stack.enter_context(atomic_path(dest))
+            attrs = global_attrs(
+                scene_id=scene.scene_id,
+                acquired=scene.time,
+                model_id=model_id,
+                model_sha256=prediction.model_sha256,
+                input_name=scene.path.name,
+                input_sha256=input_sha256,
+                service=scene.service,
+                command=command,
+            )
+            nc = stack.enter_context(NetcdfWriter(tmp, (lines, samples), attrs, block_rows=block_rows, complevel=complevel))
+            geo = LatLonBlocks(scene)
+            written.append(dest)
+            tm["netcdf"] += time.perf_counter() - t
+
+        gather = grid = rasters = None
+        if "geotiff" in fm:
+            from icechart.products.warp import Gather, target_grid
+
+            t = time.perf_counter()
+            grid = target_grid(scene, target_crs, float(resolution))
+            assert inv is not None
+            gather = Gather(inv, grid, block_rows=block_rows)
+            rasters = {c: np.full((grid.height, grid.width), 255, np.uint8) for c in CHARTS}
+            tm["geotiff"] += time.perf_counter() - t
+
+        ql = None
+        if "png" in fm:
+            from icechart.products.quicklook import QuicklookCollector
+
+            ql = QuicklookCollector((lines, samples))
+        lowres = _LowresStatus((lines, samples), factor) if "shapefile" in fm else None
+
+        # -- the one pass over full-resolution row blocks --------------------------------
+        it = prediction.blocks(scene, block_rows=block_rows)
+        while True:
+            t = time.perf_counter()
+            b = next(it, None)
+            tm["upsample"] += time.perf_counter() - t
+            if b is None:
+                break
+            arrays = chart_arrays(b.charts, b.confidence, b.status)
+            if nc is not None:
+                t = time.perf_counter()
+                lat, lon = geo.block(b.rows)
+                nc.write(b.rows, arrays, lat, lon)
+                tm["netcdf"] += time.perf_counter() - t
+            if gather is not None and rasters is not None:
+                t = time.perf_counter()
+                for c in CHARTS:
+                    gather.fill(rasters[c], b.rows, arrays[c])
+                tm["geotiff"] += time.perf_counter() - t
+            if ql is not None:
+                t = time.perf_counter()
+                ql.add(b.rows, b.charts, b.status)
+                tm["png"] += time.perf_counter() - t
+            if lowres is not None:
+                t = time.perf_counter()
+                lowres.add(b.rows, b.status)
+                tm["shapefile"] += time.perf_counter() - t
+        if nc is not None:
+            t = time.perf_counter()
+            nc.close()
+            tm["netcdf"] += time.perf_counter() - t
+
+        tags = {
+            "scene_id": scene.scene_id,
+            "model_id": model_id,
+            "model_sha256": prediction.model_sha256,
+            "software_version": f"icechart {__version__}",
+            "acquisition_time": scene.time.isoformat(),
+        }
+        if rasters is not None and grid is not None:
+            from icechart.products.geotiff import write_geotiff
+
+            t = time.perf_counter()
+            for c in CHARTS:
+                dest = outdir / f"{stem}_{c}.tif"
+                tmp = stack.enter_context(atomic_path(dest))
+                write_geotiff(tmp, rasters[c], grid, chart=c, tags=tags)
+                written.append(dest)
+            rasters = None
+            tm["geotiff"] += time.perf_counter() - t
+
+        if lowres is not None:
+            from icechart.products import sigrid3
+
+            t = time.perf_counter()
+            res = SAR_PIXEL * factor
+            sgrid_grid = _target_grid(scene, target_crs, res)
+            assert inv is not None
+            regions = sigrid3.region_codes(prediction.lowres_classes(), lowres.result())
+            raster, inside = sigrid3.warp_regions(inv, sgrid_grid, regions)
+            polys = sigrid3.polygons(
+                raster,
+                inside,
+                sgrid_grid.transform,
+                sieve=sigrid3.DEFAULT_SIEVE if sieve is None else int(sieve),
+                simplify=0.5 * res if simplify is None else float(simplify),
+            )
+            tmpdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "shp-", dir=outdir))
+            stack.callback(shutil.rmtree, tmpdir, True)
+            try:
+                sigrid3.write_shapefile(tmpdir / f"{stem}_sigrid3.shp", polys, target_crs)
+            except OSError as exc:
+                from icechart.atomic import os_error
+
+                raise os_error(exc, outdir / f"{stem}_sigrid3.shp") from exc
+            for ext in sigrid3.SHAPEFILE_PARTS:
+                dest = outdir / f"{stem}_sigrid3{ext}"
+                src = tmpdir / dest.name
+                if not src.exists():
+                    continue
+                tmp = stack.enter_context(atomic_path(dest))
+                os.replace(src, tmp)
+                written.append(dest)
+            tm["shapefile"] += time.perf_counter() - t
+
+        if ql is not None:
+            from icechart.products.quicklook import write_quicklook
+
+            t = time.perf_counter()
+            for c in CHARTS:
+                dest = outdir / f"{stem}_{c}.png"
+                tmp = stack.enter_context(atomic_path(dest))
+                write_quicklook(
+                    tmp, c, ql.charts[c], ql.status,
+                    scene_id=scene.scene_id, acquired=scene.time, model_id=model_id, step=ql.step,
+                )  # fmt: skip
+                written.append(dest)
+            tm["png"] += time.perf_counter() - t
+    # Leaving the stack renamed every temporary file onto its product name.
+    order = {p: k for k, p in enumerate(product_paths(scene.scene_id, model_id, outdir, fm))}
+    return sorted(written, key=lambda p: order.get(p, len(order)))
+
+
+def _target_grid(scene: "Scene", crs: Any, res: float) -> Any:
+    from icechart.products.warp import target_grid
+
+    return target_grid(scene, crs, res)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file (1 MiB reads)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(
+    scene: "Scene",
+    outdir: str | Path,
+    *,
+    model_id: str,
+    model_sha256: str,
+    products: list[Path],
+    input_sha256: str | None = None,
+    formats: Iterable[str] = (),
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``{id}_{model}.manifest.json`` last: the scene's product set is then complete."""
+    dest = manifest_path(scene.scene_id, model_id, outdir)
+    info: dict[str, Any] = {
+        "scene_id": scene.scene_id,
+        "model_id": model_id,
+        "model_sha256": model_sha256,
+        "software_version": __version__,
+        "input": {"name": scene.path.name, "sha256": input_sha256 or file_sha256(scene.path)},
+        "acquisition_time": scene.time.isoformat(),
+        "formats": list(formats),
+        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "products": [
+            {"name": p.name, "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in products
+        ],
+    }
+    if extra:
+        info.update(extra)
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    return dest
+
+
+__all__ = [
+    "DEFAULT_FORMATS",
+    "FORMATS",
+    "manifest_path",
+    "parse_formats",
+    "product_paths",
+    "write_manifest",
+    "write_products",
+]

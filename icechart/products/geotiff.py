@@ -1,0 +1,111 @@
+"""GeoTIFF per chart on a projected grid (default EPSG:3413 at 200 m).
+
+Values are the netCDF's (SIC in percent, SOD/FLOE classes, 255 no data), taken from the nearest
+SAR pixel of each target pixel (:mod:`icechart.products.warp`). Tiled 256 x 256, DEFLATE, nodata
+255, internal overviews (nearest), and a colour table: WMO colours for SIC and SOD, the
+sequential legend palette for FLOE (:data:`icechart.classes.COLOURS`), indexed by the stored
+values (SIC by percent), so QGIS shows the chart in the right place and colours.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from icechart.classes import CLASS_NAMES, COLOURS, FILL
+
+logger = logging.getLogger(__name__)
+
+TILE = 256
+NODATA_RGBA = (255, 255, 255, 0)
+
+
+def stored_value(chart: str, cls: int) -> int:
+    """The value a class is stored as (SIC in percent)."""
+    return 10 * cls if chart == "SIC" else cls
+
+
+def colormap(chart: str) -> dict[int, tuple[int, int, int, int]]:
+    """Colour table ``{stored value: (r, g, b, a)}`` with 255 transparent white."""
+    cmap = {stored_value(chart, k): (*rgb, 255) for k, rgb in COLOURS[chart].items()}
+    cmap[FILL] = NODATA_RGBA
+    return cmap
+
+
+def write_geotiff(
+    path: Path,
+    data: np.ndarray,
+    grid: Any,
+    *,
+    chart: str,
+    tags: dict[str, str] | None = None,
+    overviews: bool = True,
+) -> None:
+    """Write one chart raster (uint8, the grid's shape) as a tiled, compressed GeoTIFF.
+
+    Parameters
+    ----------
+    path
+        Destination (a temporary name from :func:`icechart.atomic.atomic_path`).
+    data
+        uint8 values as in the netCDF, 255 = no data.
+    grid
+        :class:`icechart.products.warp.TargetGrid`.
+    chart
+        ``SIC``, ``SOD`` or ``FLOE`` (colour table, band description).
+    tags
+        Extra dataset tags (model id, scene id, ...).
+    """
+    import rasterio
+    from rasterio.enums import ColorInterp, Resampling
+
+    height, width = data.shape
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": grid.crs.to_wkt(),
+        "transform": grid.transform,
+        "nodata": FILL,
+        "compress": "deflate",
+        "zlevel": 6,
+        "predictor": 1,
+        "tiled": True,
+        "blockxsize": TILE,
+        "blockysize": TILE,
+        "photometric": "palette",
+    }
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data, 1)
+            dst.write_colormap(1, colormap(chart))
+            dst.colorinterp = [ColorInterp.palette]
+            dst.set_band_description(1, _description(chart))
+            values = ", ".join(
+                f"{stored_value(chart, k)}={name}" for k, name in enumerate(CLASS_NAMES[chart])
+            )
+            dst.update_tags(
+                1,
+                units="%" if chart == "SIC" else "class",
+                values=values + f", {FILL}=no data",
+            )
+            if tags:
+                dst.update_tags(**tags)
+            if overviews:
+                factors = [f for f in (2, 4, 8, 16) if min(width, height) // f >= TILE // 2]
+                if factors:
+                    dst.build_overviews(factors, Resampling.nearest)
+                    dst.update_tags(ns="rio_overview", resampling="nearest")
+
+
+def _description(chart: str) -> str:
+    return {
+        "SIC": "sea ice concentration (%)",
+        "SOD": "stage of development (AI4Arctic class)",
+        "FLOE": "floe size (AI4Arctic class)",
+    }[chart]

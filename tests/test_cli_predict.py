@@ -1,0 +1,188 @@
+"""`icechart predict`: the command end to end, and every bad-input exit code with its message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from icechart.cli.main import cli
+from icechart.io.contract import DEFAULT_CHANNELS
+from icechart.model.checkpoint import save_checkpoint
+from icechart.model.unet import build_net
+from icechart.synth import make_scene, write_scene
+
+
+def _model(path: Path, channels: list[str]) -> Path:
+    torch.manual_seed(0)
+    net = build_net({"in_channels": len(channels), "filters": [8, 8, 16], "sic_mode": "regression"})
+    save_checkpoint(path, net, {"channels": channels, "factor": 10, "downscale_method": "mean", "interp": "bilinear",
+                                "norm": {"mean": [0.0] * len(channels), "std": [1.0] * len(channels)}})  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    d = tmp_path_factory.mktemp("cli_predict")
+    scenes = d / "scenes"
+    scenes.mkdir()
+    paths = []
+    for seed in (31, 32):
+        ds = make_scene((121, 109), seed=seed)
+        p = scenes / ds.attrs["scene_id"]
+        write_scene(ds, p)
+        paths.append(p)
+    return {"dir": d, "scenes": paths, "scene_dir": scenes, "model": _model(d / "m.safetensors", list(DEFAULT_CHANNELS))}
+
+
+def _invoke(*args: str) -> object:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def _no_temporaries(out: Path) -> None:
+    if out.exists():
+        assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_predict_all_formats_then_refuse_then_overwrite(data: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    scene = str(data["scenes"][0])
+    r = _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]))
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in out.iterdir())
+    assert len([n for n in names if n.endswith(".tif")]) == 3
+    assert len([n for n in names if n.endswith(".png")]) == 3
+    assert len([n for n in names if n.endswith(".nc")]) == 1
+    assert len([n for n in names if "_sigrid3." in n]) == 5
+    (manifest,) = out.glob("*.manifest.json")
+    assert len(json.loads(manifest.read_text())["products"]) == 12
+    r = _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]))
+    assert r.exit_code == 73
+    assert "exists" in r.output and "--overwrite" in r.output
+    r = _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]), "--overwrite", "--formats", "netcdf")
+    assert r.exit_code == 0, r.output
+    _no_temporaries(out)
+
+
+def test_directory_input_and_autoice(data: dict, tmp_path: Path) -> None:
+    import netCDF4
+
+    out = tmp_path / "out"
+    r = _invoke("predict", str(data["scene_dir"]), "-o", str(out), "--model", str(data["model"]), "--formats", "autoice")
+    assert r.exit_code == 0, r.output
+    (auto,) = out.glob("autoice_*.nc")
+    with netCDF4.Dataset(auto) as nc:
+        assert len(nc.variables) == 6
+        for v in nc.variables.values():
+            assert v.dtype == np.uint8 and v.shape == (121, 109)
+    assert len(list(out.glob("*.manifest.json"))) == 2
+
+
+def test_products_are_accepted_by_score(data: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    scene = str(data["scenes"][0])
+    assert _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]), "--formats", "netcdf").exit_code == 0
+    (nc,) = out.glob("*.nc")
+    r = CliRunner().invoke(cli, ["score", "--labels", scene, str(nc), "--json", "-"])
+    assert r.exit_code == 0, r.output
+    assert "SIC" in r.output or "combined" in r.output
+
+
+def test_missing_input_is_66(data: dict, tmp_path: Path) -> None:
+    r = _invoke("predict", str(tmp_path / "nope_prep.nc"), "-o", str(tmp_path / "out"), "--model", str(data["model"]))
+    assert r.exit_code == 66
+    assert "no such file" in r.output
+
+
+def test_empty_directory_is_66(data: dict, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    r = _invoke("predict", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--model", str(data["model"]))
+    assert r.exit_code == 66
+    assert "no scene file" in r.output
+
+
+def test_truncated_scene_is_65(data: dict, tmp_path: Path) -> None:
+    bad = tmp_path / "20200101T000000_dmi_prep.nc"
+    bad.write_bytes(data["scenes"][0].read_bytes()[:5000])
+    out = tmp_path / "out"
+    r = _invoke("predict", str(bad), "-o", str(out), "--model", str(data["model"]))
+    assert r.exit_code == 65
+    assert "20200101T000000_dmi_prep.nc" in r.output
+    assert not list(out.glob("*"))
+
+
+def test_missing_model_is_69(data: dict, tmp_path: Path) -> None:
+    r = _invoke("predict", str(data["scenes"][0]), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "none.safetensors"))
+    assert r.exit_code == 69
+    assert "no such model" in r.output
+
+
+def test_unknown_model_id_is_69(data: dict, tmp_path: Path) -> None:
+    r = _invoke("predict", str(data["scenes"][0]), "-o", str(tmp_path / "o"), "--model", "no-such-model-id")
+    assert r.exit_code == 69
+    assert "no-such-model-id" in r.output
+
+
+def test_corrupt_model_is_69(data: dict, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(data["model"].read_bytes()[:300])
+    r = _invoke("predict", str(data["scenes"][0]), "-o", str(tmp_path / "o"), "--model", str(bad))
+    assert r.exit_code == 69
+    assert "corrupt" in r.output or "not an icechart checkpoint" in r.output
+
+
+def test_model_channels_missing_from_scene_is_65(data: dict, tmp_path: Path) -> None:
+    ds = make_scene((60, 50), seed=4).drop_vars(["btemp_36_5v"])
+    p = tmp_path / ds.attrs["scene_id"]
+    write_scene(ds, p)
+    out = tmp_path / "out"
+    r = _invoke("predict", str(p), "-o", str(out), "--model", str(data["model"]))
+    assert r.exit_code == 65
+    assert "btemp_36_5v" in r.output
+    assert not list(out.glob("*"))
+
+
+def test_unwritable_output_is_73(data: dict, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = _invoke("predict", str(data["scenes"][0]), "-o", str(blocker / "out"), "--model", str(data["model"]))
+    assert r.exit_code == 73
+    assert "cannot create output directory" in r.output
+
+
+def test_bad_format_is_usage_error(data: dict, tmp_path: Path) -> None:
+    r = _invoke("predict", str(data["scenes"][0]), "-o", str(tmp_path), "--formats", "netcdf,kmz")
+    assert r.exit_code == 2
+    assert "unknown format 'kmz'" in r.output
+
+
+def test_geographic_crs_is_78(data: dict, tmp_path: Path) -> None:
+    r = _invoke("predict", str(data["scenes"][0]), "-o", str(tmp_path / "o"), "--model", str(data["model"]), "--crs", "EPSG:4326")
+    assert r.exit_code == 78
+    assert "not a projected CRS" in r.output
+    _no_temporaries(tmp_path / "o")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_gpu_is_69(data: dict, tmp_path: Path) -> None:
+    r = _invoke("predict", str(data["scenes"][0]), "-o", str(tmp_path / "o"), "--model", str(data["model"]), "--device", "cuda")
+    assert r.exit_code == 69
+    assert "no CUDA device" in r.output
+
+
+def test_batch_goes_on_and_exits_with_first_failure(data: dict, tmp_path: Path) -> None:
+    bad = tmp_path / "20200101T000000_dmi_prep.nc"
+    bad.write_bytes(b"garbage")
+    out = tmp_path / "out"
+    r = _invoke("predict", str(bad), str(data["scenes"][1]), "-o", str(out), "--model", str(data["model"]), "--formats", "netcdf")
+    assert r.exit_code == 65
+    assert len(list(out.glob("*.nc"))) == 1  # the good scene was still done
+
+
+def test_help_has_examples() -> None:
+    r = _invoke("predict", "--help")
+    assert r.exit_code == 0 and "Examples" in r.output and "--formats" in r.output

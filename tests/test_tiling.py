@@ -1,0 +1,73 @@
+"""Overlapping tiles and raised-cosine blending (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from icechart.infer.tiling import Blender, iter_tiles, ramp, tile_starts, tile_windows, window_weights
+
+
+@pytest.mark.parametrize("n,tile,overlap", [(100, 32, 8), (33, 32, 8), (32, 32, 8), (10, 32, 8), (257, 64, 16)])
+def test_tile_starts_cover_with_overlap(n: int, tile: int, overlap: int) -> None:
+    starts = tile_starts(n, min(tile, n), min(overlap, min(tile, n) - 1))
+    t = min(tile, n)
+    assert starts[0] == 0 and starts[-1] + t == n
+    covered = np.zeros(n, bool)
+    for s in starts:
+        covered[s : s + t] = True
+    assert covered.all()
+    for a, b in zip(starts, starts[1:]):
+        assert a + t - b >= min(overlap, t - 1)  # neighbours overlap at least `overlap`
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        tile_starts(10, 0, 0)
+    with pytest.raises(ValueError):
+        tile_starts(100, 16, 16)
+
+
+def test_ramp_positive_and_one_at_borders() -> None:
+    w = ramp(20, 6, low_edge=True, high_edge=False)
+    assert w[0] == 1 and (w > 0).all() and w[-1] < 0.1
+    assert np.all(np.diff(w[-6:]) < 0)
+    assert (ramp(20, 6, low_edge=True, high_edge=True) == 1).all()
+
+
+def test_whole_image_is_one_window() -> None:
+    assert list(iter_tiles((50, 40), 64, 8)) == [(slice(0, 50), slice(0, 40))]
+    assert list(iter_tiles((500, 400), None, 8)) == [(slice(0, 500), slice(0, 400))]
+    assert len(list(iter_tiles((100, 40), 64, 8))) == 2
+    w = window_weights((slice(0, 50), slice(0, 40)), (50, 40), 8)
+    assert (w == 1).all()
+
+
+def test_blending_reproduces_a_smooth_field_exactly() -> None:
+    """Tiles that all agree give the field back: weights are normalised everywhere."""
+    h, w = 97, 83
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    field = np.stack([np.sin(yy / 9) + xx / 50, yy * 0 + 3])
+    b = Blender((2, h, w), overlap=12)
+    wins = tile_windows((h, w), 40, 12)
+    assert len(wins) > 4
+    for win in wins:
+        b.add(win, field[(slice(None), *win)])
+    np.testing.assert_allclose(b.result(), field, rtol=1e-5, atol=1e-5)
+
+
+def test_blending_seams_are_smooth() -> None:
+    """Disagreeing tiles (constant k per tile) blend into values between them, no jumps > step."""
+    h, w = 64, 64
+    b = Blender((1, h, w), overlap=16)
+    for k, win in enumerate(tile_windows((h, w), 40, 16)):
+        b.add(win, np.full((1, 40, 40), float(k), np.float32))
+    out = b.result()[0]
+    assert out.min() >= 0 and out.max() <= 3
+    assert np.abs(np.diff(out, axis=1)).max() < 0.5  # a hard seam would jump by 1
+
+
+def test_blender_rejects_wrong_shape() -> None:
+    b = Blender((1, 10, 10), overlap=2)
+    with pytest.raises(ValueError):
+        b.add((slice(0, 5), slice(0, 5)), np.zeros((1, 4, 5), np.float32))
