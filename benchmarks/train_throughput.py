@@ -87,7 +87,7 @@ def main() -> None:
     data = work / "scenes"
     size = tuple(int(v) for v in args.size.lower().split("x"))
     if not data.exists() or len(list(data.glob("*.nc"))) < args.scenes:
-        write_scenes(data, n=args.scenes, size=size, seed=11)  # type: ignore[arg-type]
+        write_scenes(data, n=args.scenes, size=size, seed=11, overwrite=True)  # type: ignore[arg-type]
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     rows = [run(d, data, work, args.iterations) for d in devices]

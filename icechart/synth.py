@@ -139,6 +139,22 @@ def _block_mean(a: np.ndarray, cshape: tuple[int, int], f: int) -> np.ndarray:
     return a.reshape(cshape[0], f, cshape[1], f).mean(axis=(1, 3))
 
 
+def _draw_identity(
+    seed: int, center: tuple[float, float] | None, day: datetime | None, service: str
+) -> tuple[np.random.Generator, tuple[float, float], datetime]:
+    """The scene's random generator, centre and acquisition time, drawn first from ``seed``.
+
+    The time is ``day`` (default 2021-03-15) plus a seed-dependent time of day, so the scene id
+    can be known without drawing the rest of the scene.
+    """
+    rng = np.random.default_rng(seed)
+    if center is None:
+        lat0, lon0 = DEFAULT_CENTRES.get(service, DEFAULT_CENTRES["dmi"])
+        center = (lat0 + rng.uniform(-2, 2), lon0 + rng.uniform(-4, 4))
+    day = day or datetime(2021, 3, 15, tzinfo=timezone.utc)
+    return rng, center, day + timedelta(seconds=int(rng.integers(0, 86400)))
+
+
 def make_scene(
     shape: tuple[int, int] = (1003, 997),
     *,
@@ -173,16 +189,10 @@ def make_scene(
     """
     import xarray as xr
 
-    rng = np.random.default_rng(seed)
     lines, samples = int(shape[0]), int(shape[1])
     if lines < 30 or samples < 30:
         raise BadDataError(f"synthetic scene size {lines}x{samples} too small (min 30x30)")
-    if center is None:
-        lat0, lon0 = DEFAULT_CENTRES.get(service, DEFAULT_CENTRES["dmi"])
-        center = (lat0 + rng.uniform(-2, 2), lon0 + rng.uniform(-4, 4))
-    if time is None:
-        time = datetime(2021, 3, 15, tzinfo=timezone.utc)
-    time = time + timedelta(seconds=int(rng.integers(0, 86400)))
+    rng, center, time = _draw_identity(seed, center, time, service)
     geom = Geometry((lines, samples), float(center[0]), float(center[1]), float(rng.uniform(-180, 180)))
 
     cshape = (-(-lines // _COARSE), -(-samples // _COARSE))
@@ -305,12 +315,14 @@ def write_scenes(
     center: tuple[float, float] | None = None,
     date: datetime | None = None,
     service: str = "dmi",
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write ``n`` scenes ``{YYYYMMDDTHHMMSS}_{service}_prep.nc`` into ``outdir``.
 
     With ``test=True`` the scene files carry no labels (as the AutoICE test set) and the labels
     go to ``outdir/reference/{scene_id}_reference.nc``. Scene k uses seed ``seed * 1000 + k``
-    and is acquired on ``date`` plus k days.
+    and is acquired on ``date`` plus k days. Existing files are refused (OutputError, 73)
+    before anything is written, unless ``overwrite``.
     """
     out = Path(outdir)
     try:
@@ -320,15 +332,24 @@ def write_scenes(
     except OSError as exc:
         raise OutputError(f"{out}: cannot create directory ({exc.strerror})") from exc
     base = date or datetime(2021, 3, 15, tzinfo=timezone.utc)
+    scenes = [
+        dict(seed=seed * 1000 + k, center=center, time=base + timedelta(days=k), service=service)
+        for k in range(n)
+    ]
+    if not overwrite:
+        for kw in scenes:
+            # the id depends only on the date and the seed's time-of-day draw: cheap to predict
+            _, _, t = _draw_identity(kw["seed"], center, kw["time"], service)
+            sid = f"{t:%Y%m%dT%H%M%S}_{service}"
+            for p in (out / f"{sid}_prep.nc", out / "reference" / f"{sid}_reference.nc"):
+                if p.exists() and (test or p.parent == out):
+                    raise OutputError(f"{p}: exists; use --overwrite to replace it")
     paths = []
-    for k in range(n):
+    for kw in scenes:
         ds = make_scene(
             size,
-            seed=seed * 1000 + k,
             labels=True,
-            center=center,
-            time=base + timedelta(days=k),
-            service=service,
+            **kw,  # type: ignore[arg-type]
         )
         sid = C.scene_id_from(ds.attrs["scene_id"], "")
         path = out / f"{sid}_prep.nc"

@@ -5,7 +5,7 @@ out=${1:-demo-out}
 bin=.venv/bin
 mkdir -p "$out"
 echo "== 1/2 generating a synthetic AI4Arctic scene (1003 x 997 pixels) in $out/scenes"
-"$bin/icechart" -q synth "$out/scenes" --scenes 1 --size 1003x997 --seed 2024
+"$bin/icechart" -q synth "$out/scenes" --scenes 1 --size 1003x997 --seed 2024 --overwrite
 scene=$(ls "$out"/scenes/*_prep.nc | head -n 1)
 if ! "$bin/icechart" predict --help >/dev/null 2>&1; then
   echo "== 2/2 reading the scene (no prediction command yet in this version)"

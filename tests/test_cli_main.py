@@ -141,3 +141,20 @@ def test_synth_bad_size_is_usage_error(tmp_path):
     r = run("synth", str(tmp_path), "--size", "12")
     assert r.exit_code == 2
     assert "LINESxSAMPLES" in r.output
+
+
+def test_synth_refuses_to_overwrite(tmp_path):
+    args = ("synth", str(tmp_path / "s"), "--scenes", "2", "--size", "40x40", "--seed", "4")
+    assert run(*args).exit_code == 0
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "s").glob("*.nc")}
+    r = run(*args)
+    assert r.exit_code == 73
+    assert "exists" in r.stderr and "--overwrite" in r.stderr
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "s").glob("*.nc")} == before
+    assert run(*args, "--overwrite").exit_code == 0
+
+
+def test_log_file_that_cannot_be_opened_is_73(tmp_path):
+    r = run("--log-file", str(tmp_path / "no" / "such" / "log"), "synth", str(tmp_path / "s"), "--size", "40x40")
+    assert r.exit_code == 73
+    assert "cannot open log file" in r.stderr

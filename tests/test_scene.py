@@ -110,10 +110,19 @@ def test_stored_tie_positions_are_used(tmp_path):
     ds[C.TIE_SAMPLE] = (C.TIE_DIMS, np.repeat(cols[None, :], 6, axis=0))
     path = tmp_path / "20210101T000000_dmi_prep.nc"
     write_scene(ds, path)
-    with open_scene(path) as sc:
-        got_lat, _ = sc.latlon(rows=np.array([2.0, 45.0]), cols=np.array([1.0, 40.0]))
+    # the same file with every tie-point array stored (samples, lines), as the real files do
+    ds_t = ds.copy()
+    for v in (C.LAT, C.LON, C.TIE_LINE, C.TIE_SAMPLE):
+        ds_t[v] = ds[v].transpose()
+    path_t = tmp_path / "20210101T000001_dmi_prep.nc"
+    write_scene(ds_t, path_t)
     want_lat, _ = exact_latlon(geom, np.array([2.0, 45.0]), np.array([1.0, 40.0]))
-    assert np.abs(got_lat - want_lat).max() < 1e-3
+    for p in (path, path_t):
+        with open_scene(p) as sc:
+            np.testing.assert_allclose(sc.tie_points()[2], rows)
+            np.testing.assert_allclose(sc.tie_points()[3], cols)
+            got_lat, _ = sc.latlon(rows=np.array([2.0, 45.0]), cols=np.array([1.0, 40.0]))
+        assert np.abs(got_lat - want_lat).max() < 1e-3
 
 
 def test_fill_value_is_invalid_and_zero_is_not(tmp_path):

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from icechart import __version__
-from icechart.errors import IcechartError
+from icechart.errors import IcechartError, OutputError
 
 logger = logging.getLogger("icechart")
 
@@ -57,7 +57,10 @@ def configure_logging(verbosity: int, *, log_file: str | None = None, fmt: str =
     )
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        handlers.append(logging.FileHandler(log_file))
+        try:
+            handlers.append(logging.FileHandler(log_file))
+        except OSError as exc:
+            raise OutputError(f"{log_file}: cannot open log file ({exc.strerror or exc})") from exc
     for h in handlers:
         h.setFormatter(formatter)
         root.addHandler(h)

@@ -42,6 +42,7 @@ def _parse_date(_ctx: object, _param: object, value: str | None) -> datetime | N
 @click.option("--center", callback=_parse_center, help="Scene centre LAT,LON (default: near the service's area).")
 @click.option("--date", callback=_parse_date, help="Acquisition date YYYYMMDD of the first scene (then +1 day each).")
 @click.option("--service", type=click.Choice(["dmi", "cis"]), default="dmi", show_default=True, help="Ice service in the id.")
+@click.option("--overwrite", is_flag=True, help="Replace scene files that already exist (else exit 73).")
 def synth(
     outdir: str,
     n: int,
@@ -51,6 +52,7 @@ def synth(
     center: tuple[float, float] | None,
     date: datetime | None,
     service: str,
+    overwrite: bool,
 ) -> None:
     """Write synthetic AI4Arctic-format scenes with a learnable signal.
 
@@ -65,6 +67,6 @@ def synth(
     """
     from icechart.synth import write_scenes
 
-    paths = write_scenes(outdir, n=n, size=size, seed=seed, test=test, center=center, date=date, service=service)
+    paths = write_scenes(outdir, n=n, size=size, seed=seed, test=test, center=center, date=date, service=service, overwrite=overwrite)
     for p in paths:
         click.echo(str(p))

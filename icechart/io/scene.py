@@ -140,6 +140,12 @@ class Scene:
                 rows = _tie_axis(np.asarray(self.ds[C.TIE_LINE].values), axis=1)
                 cols = _tie_axis(np.asarray(self.ds[C.TIE_SAMPLE].values), axis=0)
             if rows is None or cols is None or rows.size != nl or cols.size != ns:
+                if C.TIE_LINE in self.ds:
+                    logger.warning(
+                        "%s: stored tie-point positions are not a separable %dx%d grid; "
+                        "spacing tie points evenly instead",
+                        self.path, nl, ns,
+                    )
                 rows = tie_positions(nl, self.shape[0])
                 cols = tie_positions(ns, self.shape[1])
             self._cache["tie"] = (lat, lon, rows, cols)
@@ -291,7 +297,10 @@ def _validate(
     coarse_vars = [v for v in C.COARSE_VARIABLES if v in ds]
     ds = _orient(ds, path, sar_vars, C.SAR_DIMS)
     ds = _orient(ds, path, coarse_vars, C.COARSE_DIMS)
-    ds = _orient(ds, path, [C.LAT, C.LON], C.TIE_DIMS)
+    tie_vars = [C.LAT, C.LON] + [
+        v for v in (C.TIE_LINE, C.TIE_SAMPLE) if v in ds and set(ds[v].dims) == set(C.TIE_DIMS)
+    ]
+    ds = _orient(ds, path, tie_vars, C.TIE_DIMS)
     for name in [v for v in sar_vars if v not in C.LABELS] + coarse_vars + [C.LAT, C.LON]:
         if ds[name].dtype.kind not in "fiu":
             raise BadDataError(f"{path}: variable `{name}` has dtype {ds[name].dtype}, expected numbers")
