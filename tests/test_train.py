@@ -200,3 +200,12 @@ def test_ddp_two_processes_gloo(scenes: Path, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "ddp" / "best.safetensors").is_file()
     assert load_checkpoint(tmp_path / "ddp").meta["epoch"] == 1
+
+
+def test_bad_set_value_blames_set(tmp_path):
+    from icechart.errors import ConfigError
+    from icechart.training.config import load_train_config
+
+    conf = Path(__file__).parent / "conf" / "train_tiny.toml"
+    with pytest.raises(ConfigError, match=r"^--set: `epochs`"):
+        load_train_config(conf, overrides=["epochs=abc"])

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from icechart.calibration import ReliabilityAccumulator
 from icechart.classes import CHARTS, FILL
 from icechart.errors import BadDataError, InputMissingError
 from icechart.io import contract as C
@@ -62,6 +63,9 @@ class ChartSource:
         Charts stored in percent (``units "%"``) and divided by 10 on reading.
     arrays
         In-memory charts (rasterised SIGRID-3 charts) instead of netCDF variables.
+    confidence
+        Chart name -> its confidence variable (uint8 percent; icechart products' SOD_confidence
+        and FLOE_confidence), read for the expected calibration error.
     """
 
     path: Path
@@ -70,6 +74,7 @@ class ChartSource:
     variables: dict[str, str] = field(default_factory=dict)
     percent: set[str] = field(default_factory=set)
     arrays: dict[str, np.ndarray] | None = None
+    confidence: dict[str, str] = field(default_factory=dict)
     _nc: Any = field(default=None, repr=False)
 
     def read(self, chart: str, rows: slice) -> np.ndarray:
@@ -97,6 +102,13 @@ class ChartSource:
                 )
             a = np.where(a == FILL, FILL, a // 10).astype(np.uint8)
         return a
+
+    def read_confidence(self, chart: str, rows: slice) -> np.ndarray:
+        """Rows ``rows`` of ``chart``'s confidence layer (uint8 percent, 255 = none)."""
+        var = self._dataset().variables[self.confidence[chart]]
+        if var.dimensions != C.SAR_DIMS and var.dimensions[::-1] == C.SAR_DIMS:
+            return np.asarray(var[:, rows]).T
+        return np.asarray(var[rows, :])
 
     def _dataset(self) -> Any:
         if self._nc is None:
@@ -181,7 +193,7 @@ def chart_sources(path: Path) -> list[ChartSource]:
     ds = _open_nc(path)
     try:
         names = set(ds.variables)
-        if all(c in names for c in CHARTS) or any(c in names for c in CHARTS):
+        if any(c in names for c in CHARTS):
             missing = [c for c in CHARTS if c not in names]
             if missing:
                 raise BadDataError(f"{path}: lacks chart variable(s) {', '.join(missing)}")
@@ -200,6 +212,11 @@ def chart_sources(path: Path) -> list[ChartSource]:
                     shape=shape,
                     variables={c: c for c in CHARTS},
                     percent={c for c in CHARTS if _is_percent(ds.variables[c])},
+                    confidence={
+                        c: f"{c}_confidence"
+                        for c in CHARTS
+                        if f"{c}_confidence" in names and ds.variables[f"{c}_confidence"].shape == ds.variables[c].shape
+                    },
                 )
             ]
         groups: dict[str, dict[str, str]] = {}
@@ -291,10 +308,14 @@ class ScoreReport:
 
     result: ScoreResult
     pairs: dict[str, tuple[Path, Path]]
+    calibration: dict[str, ReliabilityAccumulator] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document of ``icechart score --json``."""
+        """The JSON document of ``icechart score --json`` (with ``calibration``: ECE and
+        reliability bins per chart, when the predictions carry confidence layers)."""
         d = self.result.to_dict()
+        if self.calibration:
+            d["calibration"] = {c: r.to_dict() for c, r in self.calibration.items()}
         for sid, (ref, pred) in self.pairs.items():
             if sid in d["scenes"]:
                 d["scenes"][sid]["reference"] = str(ref)
@@ -399,6 +420,7 @@ def score_sources(
             f"{len(unmatched)} file(s) without a counterpart by scene id: " + "; ".join(unmatched)
         )
     acc = ScoreAccumulator()
+    rel: dict[str, ReliabilityAccumulator] = {}
     pairs: dict[str, tuple[Path, Path]] = {}
     for sid, ref in refs.items():
         pred = preds[sid]
@@ -410,7 +432,11 @@ def score_sources(
         try:
             for rows in _row_blocks(ref.shape[0], block_rows):
                 for chart in CHARTS:
-                    acc.update(chart, ref.read(chart, rows), pred.read(chart, rows), scene_id=sid)
+                    r, q = ref.read(chart, rows), pred.read(chart, rows)
+                    acc.update(chart, r, q, scene_id=sid)
+                    if chart in pred.confidence:  # expected calibration error, streamed
+                        conf = pred.read_confidence(chart, rows)
+                        rel.setdefault(chart, ReliabilityAccumulator()).update_percent(r, q, conf)
         finally:
             ref.close()
             pred.close()
@@ -430,7 +456,7 @@ def score_sources(
             f"no labelled pixels for {', '.join(empty)} in the references ({names}); "
             "test files carry no labels"
         )
-    return ScoreReport(result=acc.result(), pairs=pairs)
+    return ScoreReport(result=acc.result(), pairs=pairs, calibration=rel)
 
 
 def score_paths(

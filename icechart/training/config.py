@@ -82,6 +82,9 @@ class TrainConfig:
     val_every: int = 1
     log_every: int = 50
     runs: int = 1
+    calibrate: bool = True
+    """Fit SOD/FLOE temperature scaling on the validation scenes at the end (stored in the
+    checkpoint; with ``runs`` > 1 also the ensemble's, in ``ensemble.toml``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes copied into the checkpoint (e.g. the paper model number)."""
 
@@ -200,6 +203,10 @@ def load_train_config(
         The file or preset does not exist (66).
     """
     table, where = read_recipe(config)
-    table.update(parse_set(list(overrides)))
-    table.update({k: v for k, v in flags.items() if v is not None})
-    return from_dict(TrainConfig, table, where=where)
+    base = from_dict(TrainConfig, table, where=where)  # the file's own keys and types
+    sets = parse_set(list(overrides))
+    base = from_dict(TrainConfig, {**table, **sets}, where="--set") if sets else base
+    cli = {k: v for k, v in flags.items() if v is not None}
+    if cli:
+        base = from_dict(TrainConfig, {**table, **sets, **cli}, where="command line")
+    return base
