@@ -123,6 +123,32 @@ def _polygonal(geom: Any) -> Any:
     return polys[0] if len(polys) == 1 else MultiPolygon(polys)
 
 
+def sieve_regions(regions: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
+    """Merge every region smaller than ``size`` pixels into a neighbour.
+
+    GDAL's sieve merges a small region only into a neighbour that already reaches the
+    threshold, so clusters of small regions (noisy or banded areas) survive a single pass.
+    Growing thresholds (2, 4, 8, ..., size), each repeated until nothing changes, let small
+    regions merge with each other first.
+    """
+    from rasterio import features
+
+    out = regions.astype(np.int32)
+    thresholds = []
+    t = 2
+    while t < size:
+        thresholds.append(t)
+        t *= 2
+    thresholds.append(size)
+    for t in thresholds:
+        for _ in range(8):
+            nxt = features.sieve(out, size=t, mask=mask, connectivity=4)
+            if np.array_equal(nxt, out):
+                break
+            out = nxt
+    return out
+
+
 def polygons(
     regions: np.ndarray,
     inside: np.ndarray,
@@ -152,7 +178,7 @@ def polygons(
 
     mask = inside.astype(np.uint8)
     if sieve and sieve > 1:
-        regions = features.sieve(regions.astype(np.int32), size=int(sieve), mask=mask, connectivity=4)
+        regions = sieve_regions(regions, mask, int(sieve))
     out: list[tuple[Any, int]] = []
     for geojson, value in features.shapes(regions.astype(np.int32), mask=mask, transform=transform, connectivity=4):
         geom = shape(geojson)
