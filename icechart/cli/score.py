@@ -44,7 +44,7 @@ def _check_inputs(specs: tuple[str, ...]) -> None:
 )
 @click.option("--json", "json_out", metavar="FILE|-", help="Write the scores and detail as JSON ('-': stdout).")
 @click.option("--csv", "csv_out", metavar="FILE", help="Write one row per scene as CSV.")
-@click.option("--plots", metavar="DIR", help="Write confusion-matrix PNGs into DIR.")
+@click.option("--plots", metavar="DIR", help="Write confusion-matrix PNGs (and a reliability diagram when the predictions carry confidence layers) into DIR.")
 @click.option(
     "--range-codes",
     type=click.Choice(get_args(RangeCodes)),
@@ -68,7 +68,9 @@ def score(
     (2 SIC + 2 SOD + FLOE) / 5, pooled over every reference pixel that is not 255 in every
     scene. Predictions are icechart netCDF products or AutoICE submission files, matched to
     the references by scene id. The table on stdout gives the unrounded scores and the
-    AutoICE-rounded ones.
+    AutoICE-rounded ones. When the predictions are icechart products with SOD_confidence and
+    FLOE_confidence layers, the expected calibration error (ECE: 15 equal-width bins of the
+    top-class confidence against accuracy) is reported too.
 
     \b
     Examples:
@@ -118,6 +120,12 @@ def format_table(doc: dict[str, Any]) -> str:
             f"{_fmt(c['accuracy'] * 100, 2):>10}{_fmt(c['f1_macro'] * 100, 2):>10}{c['n_pixels']:>12}"
         )
     lines.append(f"{'combined':<9}{_fmt(doc['combined'], 4):>10}{_fmt(doc['autoice']['combined']):>10}")
+    cal = doc.get("calibration") or {}
+    if cal:
+        lines.append("")
+        lines.append(f"{'chart':<9}{'ECE':>10}{'MCE':>10}{'pixels':>12}   (confidence calibration, 15 bins)")
+        for chart, c in cal.items():
+            lines.append(f"{chart:<9}{_fmt(c['ece'], 4):>10}{_fmt(c['mce'], 4):>10}{c['n_pixels']:>12}")
     lines.append("")
     lines.append(f"{'scene':<24}{'SIC':>9}{'SOD':>9}{'FLOE':>9}{'combined':>10}")
     for sid, s in doc["scenes"].items():
@@ -202,4 +210,47 @@ def write_plots(doc: dict[str, Any], outdir: Path) -> list[Path]:
         plt.close(fig)
         written.append(dest)
     logger.info("wrote %d confusion matrices to %s", len(written), outdir)
+    if doc.get("calibration"):
+        written.append(write_reliability(doc["calibration"], outdir / "reliability.png"))
     return written
+
+
+def write_reliability(calibration: dict[str, Any], dest: Path) -> Path:
+    """Reliability diagram: per chart, accuracy against mean confidence per bin, with the pixel
+    share of each bin and the ECE in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    charts = list(calibration)
+    fig, axes = plt.subplots(1, len(charts), figsize=(4.2 * len(charts), 4.4), squeeze=False)
+    for ax, chart in zip(axes[0], charts):
+        c = calibration[chart]
+        bins = c["bins"]
+        width = 1.0 / c["n_bins"]
+        lo = [b["lo"] for b in bins]
+        acc = [b["accuracy"] or 0.0 for b in bins]
+        conf = [b["confidence"] if b["confidence"] is not None else b["lo"] + width / 2 for b in bins]
+        n = max(c["n_pixels"], 1)
+        ax.bar(lo, acc, width=width, align="edge", color="#4477aa", edgecolor="white", label="accuracy")
+        ax.bar(lo, [a - f for a, f in zip(acc, conf)], bottom=conf, width=width, align="edge",
+               color="#ee6677", alpha=0.35, label="gap to confidence")  # fmt: skip
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax2 = ax.twinx()
+        ax2.step([b["lo"] for b in bins] + [1.0], [b["count"] / n for b in bins] + [bins[-1]["count"] / n],
+                 where="post", color="0.4", lw=1)  # fmt: skip
+        ax2.set_ylim(0, 1)
+        ax2.set_ylabel("share of pixels", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("top-class confidence")
+        ax.set_ylabel("accuracy")
+        ece = "-" if c["ece"] is None else f"{100 * c['ece']:.2f} %"
+        ax.set_title(f"{chart}: ECE {ece} ({c['n_pixels']} px)", fontsize=9)
+        ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return dest

@@ -24,6 +24,7 @@ edge along its line; such pixels carry bits 2 and 4).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # torch stays out of `import icechart`
     import xarray as xr
 
     from icechart.model.checkpoint import LoadedModel
+    from icechart.model.ensemble import EnsembleModel
 
 logger = logging.getLogger(__name__)
 
@@ -77,34 +79,46 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_model(spec: "str | Path | LoadedModel | None" = None, *, device: str = "cpu") -> "LoadedModel":
+def load_model(spec: "str | Path | LoadedModel | EnsembleModel | None" = None, *, device: str = "cpu") -> "Any":
     """Load a model once for many scenes.
 
     Parameters
     ----------
     spec
         A registry id, a checkpoint file, a training run directory, a shipped model directory,
-        an already loaded model (returned as is, moved to ``device``), or None for the default
-        shipped model.
+        an ensemble manifest (``ensemble.toml``, or the directory of ``icechart train --runs N``
+        holding it; :mod:`icechart.model.ensemble`), an already loaded model (returned as is,
+        moved to ``device``), or None for the default shipped model.
     device
         ``auto``, ``cpu`` or ``cuda``.
+
+    Returns
+    -------
+    LoadedModel or EnsembleModel
 
     Raises
     ------
     ModelError
-        Missing, unknown or corrupt model (69).
+        Missing, unknown or corrupt model; ensemble members whose input contracts differ (69).
     """
     from icechart.model.checkpoint import LoadedModel, load_checkpoint
+    from icechart.model.ensemble import EnsembleModel, load_ensemble, manifest_file
     from icechart.models import registry_id, resolve_model
 
     dev = resolve_device(device)
+    if isinstance(spec, EnsembleModel):
+        return spec.to(dev)
     if isinstance(spec, LoadedModel):
         spec.net.to(dev).eval()
         return spec
     path = resolve_model(spec)
-    model = load_checkpoint(path, device=dev)
+    model: Any
+    if manifest_file(path) is not None:
+        model = load_ensemble(path, device=dev)
+    else:
+        model = load_checkpoint(path, device=dev)
     rid = registry_id(spec)
-    if rid and model.model_id.startswith("ckpt-"):
+    if rid and model.model_id.startswith(("ckpt-", "ens-")):
         model.model_id = rid
     logger.info("model %s (sha256 %s...) on %s", model.model_id, model.sha256[:12], dev)
     return model
@@ -156,13 +170,15 @@ class Block:
 
     ``charts`` holds uint8 classes (SIC in classes 0..10, not percent), 255 where masked;
     ``confidence`` uint8 percent for SOD and FLOE (and SIC for a classification head);
-    ``status`` the status flag bits.
+    ``status`` the status flag bits; ``sic_se`` (ensembles only) the SIC standard error across
+    members, uint8 percent (255 masked).
     """
 
     rows: slice
     charts: dict[str, np.ndarray]
     confidence: dict[str, np.ndarray]
     status: np.ndarray
+    sic_se: np.ndarray | None = None
 
 
 @dataclass
@@ -184,6 +200,15 @@ class Prediction:
         Provenance of the model.
     timings
         Seconds per stage (``features``, ``forward``).
+    sic_se
+        ``(h, w)`` float32 standard deviation of SIC across ensemble members (class units; the
+        members' expected class for a classification head); None for a single model.
+    members
+        Number of networks averaged.
+    tta
+        Whether flips were averaged (test-time augmentation).
+    temperature
+        The calibration temperature applied per chart (absent: uncalibrated).
     """
 
     scene_id: str
@@ -197,6 +222,10 @@ class Prediction:
     model_sha256: str
     meta: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    sic_se: np.ndarray | None = None
+    members: int = 1
+    tta: bool = False
+    temperature: dict[str, float] = field(default_factory=dict)
 
     @property
     def lowres_shape(self) -> tuple[int, int]:
@@ -253,13 +282,20 @@ class Prediction:
                 charts["SIC"] = np.rint(v).astype(np.uint8)
             for chart, p in self.probs.items():
                 charts[chart], confs[chart] = _decide(p, cls[chart], conf[chart], uniform[chart], rows, cols)
+            se = None
+            if self.sic_se is not None:  # class units -> percent
+                v = _bilinear(self.sic_se, rows, cols)
+                np.multiply(v, 10, out=v)
+                se = np.rint(np.clip(v, 0, 100)).astype(np.uint8)
             status = _status(scene, (slice(r0, r1), slice(None)))
             masked = status != 0
             for a in charts.values():
                 a[masked] = FILL
             for a in confs.values():
                 a[masked] = FILL
-            yield Block(slice(r0, r1), charts, confs, status)
+            if se is not None:
+                se[masked] = FILL
+            yield Block(slice(r0, r1), charts, confs, status, se)
 
 
 def _uniform_cells(cls: np.ndarray) -> np.ndarray:
@@ -339,27 +375,33 @@ def _status(scene: Scene, window: tuple[slice, slice]) -> np.ndarray:
 _FEATURE_BAND = 256  # downscaled rows of features built at once (bounds the reader's memory)
 
 
-def scene_features(scene: Scene, meta: Mapping[str, Any]) -> np.ndarray:
-    """The network input for ``scene`` from the checkpoint metadata, built by row bands."""
-    from icechart.features import build_features, output_shape
+def scene_features(scene: Scene, meta: Mapping[str, Any], *, normalised: bool = True) -> np.ndarray:
+    """The network input for ``scene`` from the checkpoint metadata, built by row bands.
+
+    With ``normalised=False`` the stack is left unnormalised with NaN at invalid pixels (as
+    :func:`icechart.features.raw_features`), to be normalised per ensemble member.
+    """
+    from icechart.features import build_features, output_shape, raw_features
 
     factor = int(meta["factor"])
     oh, _ = output_shape(scene.shape, factor)
     kw: dict[str, Any] = dict(
         factor=factor,
-        norm=meta.get("norm"),
         method=meta.get("downscale_method", "mean"),
         interp=meta.get("interp", "bilinear"),
     )
+    if normalised:
+        kw["norm"] = meta.get("norm")
+    build = build_features if normalised else raw_features
     channels = list(meta["channels"])
     if oh <= _FEATURE_BAND:
-        return build_features(scene, channels, **kw)
-    first = build_features(scene, channels, rows=slice(0, _FEATURE_BAND), **kw)
+        return build(scene, channels, **kw)
+    first = build(scene, channels, rows=slice(0, _FEATURE_BAND), **kw)
     out = np.empty((first.shape[0], oh, first.shape[2]), dtype=np.float32)
     out[:, :_FEATURE_BAND] = first
     del first
     for r in range(_FEATURE_BAND, oh, _FEATURE_BAND):
-        out[:, r : r + _FEATURE_BAND] = build_features(scene, channels, rows=slice(r, min(r + _FEATURE_BAND, oh)), **kw)
+        out[:, r : r + _FEATURE_BAND] = build(scene, channels, rows=slice(r, min(r + _FEATURE_BAND, oh)), **kw)
     return out
 
 
@@ -419,53 +461,192 @@ def forward(
     return (None if sic is None else np.ascontiguousarray(sic)), probs
 
 
+FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
+"""Test-time augmentation: identity, left-right, up-down and both flips of a (C, H, W) stack
+(the dihedral flips the training augmentation also draws, reference/method.md)."""
+
+
+def _unflip(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Undo a flip of (C, H, W) axes on a (H, W) or (n, H, W) output."""
+    if not axes:
+        return a
+    shift = a.ndim - 3
+    return np.flip(a, tuple(ax + shift for ax in axes))
+
+
+def forward_tta(
+    model: "LoadedModel",
+    x: np.ndarray,
+    *,
+    tile_size: int | None = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    tta: bool = False,
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """:func:`forward`, averaged over :data:`FLIPS` when ``tta`` (outputs flipped back first).
+
+    The average over the flip group makes the prediction flip-equivariant (exactly so for a
+    scene that goes through in one tile and whose sides are multiples of 2**pools).
+    """
+    if not tta:
+        return forward(model, x, tile_size=tile_size, overlap=overlap)
+    sic_sum: np.ndarray | None = None
+    p_sum: dict[str, np.ndarray] = {}
+    for axes in FLIPS:
+        xf = np.ascontiguousarray(np.flip(x, axes)) if axes else x
+        sic, probs = forward(model, xf, tile_size=tile_size, overlap=overlap)
+        if sic is not None:
+            u = _unflip(sic, axes)
+            sic_sum = u.copy() if sic_sum is None else sic_sum + u
+        for chart, p in probs.items():
+            u = _unflip(p, axes)
+            p_sum[chart] = u.copy() if chart not in p_sum else p_sum[chart] + u
+    n = np.float32(len(FLIPS))
+    sic_out = None if sic_sum is None else np.ascontiguousarray(sic_sum / n)
+    return sic_out, {c: np.ascontiguousarray(v / n) for c, v in p_sum.items()}
+
+
+class MemberAverage:
+    """Running average of members' outputs (Welford for the SIC spread), so memory does not
+    grow with the number of members.
+
+    SIC regression values are averaged; class probabilities are averaged per chart. The
+    standard deviation (ddof 1) is taken over each member's SIC value: its regression output,
+    or its expected class ``sum_k k p_k`` for a classification head.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sic: np.ndarray | None = None
+        self.probs: dict[str, np.ndarray] = {}
+        self._mean: np.ndarray | None = None  # float64 running mean of the SIC values
+        self._m2: np.ndarray | None = None
+
+    def add(self, sic: np.ndarray | None, probs: dict[str, np.ndarray]) -> None:
+        self.n += 1
+        n = self.n
+        if n == 1:
+            self.probs = {c: np.array(p, dtype=np.float32) for c, p in probs.items()}
+        else:
+            for c, p in probs.items():
+                self.probs[c] += (p - self.probs[c]) / np.float32(n)
+        if sic is not None:
+            v = np.asarray(sic, dtype=np.float64)
+        else:
+            k = np.arange(probs["SIC"].shape[0], dtype=np.float64)[:, None, None]
+            v = (probs["SIC"] * k).sum(axis=0)
+        if self._mean is None or self._m2 is None:
+            self._mean, self._m2 = v.copy(), np.zeros_like(v)
+            self._regression = sic is not None
+        else:
+            delta = v - self._mean
+            self._mean += delta / n
+            self._m2 += delta * (v - self._mean)
+
+    def result(self) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+        """(SIC mean or None for a classification head, SIC standard deviation across members
+        or None for one member, averaged probabilities)."""
+        if self.n == 0 or self._mean is None or self._m2 is None:
+            raise ValueError("no member outputs to combine")
+        sic = self._mean.astype(np.float32) if self._regression else None
+        se = np.sqrt(self._m2 / (self.n - 1)).astype(np.float32) if self.n > 1 else None
+        return sic, se, self.probs
+
+
+def combine_members(
+    outputs: list[tuple[np.ndarray | None, dict[str, np.ndarray]]],
+) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+    """Average members' ``(sic, probs)`` outputs (:class:`MemberAverage`): (SIC mean, SIC
+    standard deviation across members or None for one member, probabilities)."""
+    acc = MemberAverage()
+    for sic, probs in outputs:
+        acc.add(sic, probs)
+    return acc.result()
+
+
 def predict_scene(
     scene: Scene,
-    model: "LoadedModel",
+    model: "LoadedModel | EnsembleModel",
     *,
     device: str | None = None,
     tile_size: int | None = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
+    tta: bool = False,
+    calibrated: bool = True,
 ) -> Prediction:
-    """Run the model on one opened scene.
+    """Run the model (or every member of an ensemble) on one opened scene.
 
     Parameters
     ----------
     scene
         From :func:`icechart.io.scene.open_scene`.
     model
-        From :func:`load_model`.
+        From :func:`load_model`: a checkpoint or an ensemble. An ensemble's inputs are read and
+        its features built once; only the forward passes repeat per member.
     device
         ``auto``, ``cpu`` or ``cuda`` to move the model there first; None keeps its device.
     tile_size
         Downscaled pixels per tile side; None = the whole scene in one pass.
     overlap
         Overlap between tiles (downscaled pixels), blended with raised-cosine weights.
+    tta
+        Test-time augmentation: average the outputs over left-right and up-down flips
+        (:data:`FLIPS`; four forward passes per member).
+    calibrated
+        Apply the model's calibration temperatures (``meta["calibration"]``) to the SOD/FLOE
+        probabilities; False gives the raw softmax (for measuring calibration).
 
     Returns
     -------
     Prediction
-        Low-resolution probabilities and the means to produce full-resolution row blocks.
+        Low-resolution probabilities and the means to produce full-resolution row blocks; for
+        an ensemble also ``sic_se``.
 
     Raises
     ------
     BadDataError
         The scene lacks a variable the model's channels need (65, naming them).
     """
+    from icechart.calibration import apply_temperature
+    from icechart.features import normalise
+    from icechart.model.ensemble import is_ensemble, members_of, temperatures
+
     check_channels(scene, model)
+    members = members_of(model)
     if device is not None:
-        model.net.to(resolve_device(device))
+        dev = resolve_device(device)
+        for m in members:
+            m.net.to(dev)
     meta = model.meta
     t0 = time.perf_counter()
-    x = scene_features(scene, meta)
+    ensemble = is_ensemble(model)
+    raw = scene_features(scene, meta, normalised=not ensemble)
     t1 = time.perf_counter()
-    if min(x.shape[1:]) < 2:
+    if min(raw.shape[1:]) < 2:
         raise BadDataError(
             f"{scene.path}: scene {scene.shape[0]}x{scene.shape[1]} is smaller than 2x2 model pixels"
         )
-    sic, probs = forward(model, x, tile_size=tile_size, overlap=overlap)
+    avg = MemberAverage()
+    t_norm = 0.0
+    x, key = raw, None
+    for m in members:
+        if ensemble:  # normalise per member (members may carry other statistics): one copy at a time
+            tn = time.perf_counter()
+            k = json.dumps(m.meta.get("norm"), sort_keys=True)
+            if k != key:
+                x, key = normalise(raw, m.meta.get("norm")), k
+            t_norm += time.perf_counter() - tn
+        avg.add(*forward_tta(m, x, tile_size=tile_size, overlap=overlap, tta=tta))
+    del x
+    sic, sic_se, probs = avg.result()
+    temp = temperatures(meta) if calibrated else {}
+    temp = {c: t for c, t in temp.items() if c in probs}
+    for chart, t in temp.items():
+        probs[chart] = apply_temperature(probs[chart], t)
     t2 = time.perf_counter()
-    logger.debug("%s: features %.2f s, forward %.2f s", scene.scene_id, t1 - t0, t2 - t1)
+    logger.debug(
+        "%s: features %.2f s, forward %.2f s (%d member(s)%s)",
+        scene.scene_id, t1 - t0, t2 - t1, len(members), ", TTA" if tta else "",
+    )
     return Prediction(
         scene_id=scene.scene_id,
         time=scene.time,
@@ -477,7 +658,11 @@ def predict_scene(
         model_id=model.model_id,
         model_sha256=model.sha256,
         meta=dict(meta),
-        timings={"features": t1 - t0, "forward": t2 - t1},
+        timings={"features": t1 - t0 + t_norm, "forward": t2 - t1 - t_norm},
+        sic_se=sic_se if ensemble else None,
+        members=len(members),
+        tta=tta,
+        temperature=temp,
     )
 
 
@@ -487,6 +672,7 @@ def predict_dataset(
     *,
     device: str = "cpu",
     tile_size: int | None = DEFAULT_TILE,
+    tta: bool = False,
 ) -> "xr.Dataset":
     """The charts of one scene as an xarray Dataset at SAR geometry (for notebooks).
 
@@ -499,14 +685,15 @@ def predict_dataset(
         shipped model.
     device
         ``auto``, ``cpu`` or ``cuda``.
-    tile_size
+    tile_size, tta
         See :func:`predict_scene`.
 
     Returns
     -------
     xarray.Dataset
         ``SIC`` (percent), ``SOD``, ``FLOE`` (uint8 classes, 255 masked), ``SOD_confidence``,
-        ``FLOE_confidence`` (percent), ``status_flag``, and ``lat``/``lon`` coordinates, on
+        ``FLOE_confidence`` (percent, calibrated when the model is), ``status_flag``,
+        ``SIC_standard_error`` (percent; ensembles only), and ``lat``/``lon`` coordinates, on
         dims ``sar_lines`` x ``sar_samples``. Holds the full-resolution charts in memory.
 
     Example
@@ -522,9 +709,11 @@ def predict_dataset(
     own = not isinstance(scene_or_path, Scene)
     scene = open_scene(scene_or_path) if own else scene_or_path  # type: ignore[arg-type]
     try:
-        pred = predict_scene(scene, lm, tile_size=tile_size)
+        pred = predict_scene(scene, lm, tile_size=tile_size, tta=tta)
         lines, samples = scene.shape
         names = ["SIC", "SOD", "FLOE", "SOD_confidence", "FLOE_confidence", "status_flag"]
+        if pred.sic_se is not None:
+            names.append("SIC_standard_error")
         arrays = {n: np.empty((lines, samples), np.uint8) for n in names}
         lat = np.empty((lines, samples), np.float32)
         lon = np.empty((lines, samples), np.float32)
@@ -537,9 +726,11 @@ def predict_dataset(
             arrays["SOD_confidence"][b.rows] = b.confidence["SOD"]
             arrays["FLOE_confidence"][b.rows] = b.confidence["FLOE"]
             arrays["status_flag"][b.rows] = b.status
+            if b.sic_se is not None:
+                arrays["SIC_standard_error"][b.rows] = b.sic_se
             lat[b.rows], lon[b.rows] = geo.block(b.rows)
         dims = C.SAR_DIMS
-        attrs = variable_attrs()
+        attrs = variable_attrs(sic_standard_error=pred.sic_se is not None)
         data_vars = {}
         for n, a in arrays.items():
             va = {k: v for k, v in attrs[n].items() if k not in ("_FillValue", "coordinates")}

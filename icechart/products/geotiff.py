@@ -109,3 +109,58 @@ def _description(chart: str) -> str:
         "SOD": "stage of development (AI4Arctic class)",
         "FLOE": "floe size (AI4Arctic class)",
     }[chart]
+
+
+LAYER_DESCRIPTIONS = {
+    "SOD_confidence": "probability of the stage of development class (%)",
+    "FLOE_confidence": "probability of the floe size class (%)",
+    "SIC_standard_error": "standard deviation of SIC across ensemble members (%)",
+}
+
+
+def write_layer_geotiff(
+    path: Path,
+    data: np.ndarray,
+    grid: Any,
+    *,
+    name: str,
+    tags: dict[str, str] | None = None,
+    overviews: bool = True,
+) -> None:
+    """Write an uncertainty layer (uint8 percent 0..100, 255 no data) as a grey GeoTIFF.
+
+    Same grid, tiling, compression and overviews as :func:`write_geotiff`, no colour table
+    (continuous values); the band description and ``units`` tag name the layer.
+    """
+    import rasterio
+    from rasterio.enums import Resampling
+
+    height, width = data.shape
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": grid.crs.to_wkt(),
+        "transform": grid.transform,
+        "nodata": FILL,
+        "compress": "deflate",
+        "zlevel": 6,
+        "predictor": 2,
+        "tiled": True,
+        "blockxsize": TILE,
+        "blockysize": TILE,
+    }
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data, 1)
+            dst.set_band_description(1, LAYER_DESCRIPTIONS.get(name, name))
+            dst.update_tags(1, units="%", layer=name)
+            if tags:
+                dst.update_tags(**tags)
+            if overviews:
+                factors = [f for f in (2, 4, 8, 16) if min(width, height) // f >= TILE // 2]
+                if factors:
+                    dst.build_overviews(factors, Resampling.nearest)
+                    dst.update_tags(ns="rio_overview", resampling="nearest")

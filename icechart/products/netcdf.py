@@ -6,7 +6,10 @@ Layout (reference/contract.md "Products"; products-and-ops.md "CF netCDF"): dims
 all with ``_FillValue`` 255; ``SOD_confidence`` and ``FLOE_confidence`` uint8 percent (the chosen
 class's probability, OSI SAF practice) and ``status_flag`` (``flag_masks`` 1 land, 2 invalid SAR,
 4 outside swath), linked through ``ancillary_variables``; 2-D ``lat``/``lon`` auxiliary coordinates
-(float32) named in every variable's ``coordinates``.
+(float32) named in every variable's ``coordinates``. From an ensemble, ``SIC_standard_error``
+(uint8 percent, ``standard_name "sea_ice_area_fraction standard_error"``, the spread of the
+members' SIC) joins SIC's ``ancillary_variables``; a calibrated model's confidence layers say
+so (temperature in their ``comment``).
 
 The file is written with netCDF4 directly, one row block at a time into chunks that the blocks
 fill whole (no chunk is ever read back), so memory stays flat for any scene size.
@@ -31,13 +34,25 @@ logger = logging.getLogger(__name__)
 
 PAPER_DOI = "https://doi.org/10.5194/tc-18-1621-2024"
 CHART_VARIABLES = ("SIC", "SOD", "FLOE", "SOD_confidence", "FLOE_confidence", "status_flag")
+SE_VARIABLE = "SIC_standard_error"
 
 
-def variable_attrs() -> dict[str, dict[str, Any]]:
-    """CF attributes of every variable of the product (shared with :func:`predict_dataset`)."""
+def variable_attrs(
+    *, sic_standard_error: bool = False, temperature: dict[str, float] | None = None
+) -> dict[str, dict[str, Any]]:
+    """CF attributes of every variable of the product (shared with :func:`predict_dataset`).
+
+    Parameters
+    ----------
+    sic_standard_error
+        Include ``SIC_standard_error`` (ensembles) and link it from SIC.
+    temperature
+        Calibration temperatures per chart, noted in the confidence layers' ``comment``.
+    """
     u8 = np.uint8
     coords = "lat lon"
-    return {
+    temperature = temperature or {}
+    out = {
         "SIC": {
             "standard_name": "sea_ice_area_fraction",
             "long_name": "sea ice concentration (total), in steps of 10 %",
@@ -95,6 +110,26 @@ def variable_attrs() -> dict[str, dict[str, Any]]:
             "units": "degrees_east",
         },
     }
+    for chart in ("SOD", "FLOE"):
+        t = temperature.get(chart)
+        out[f"{chart}_confidence"]["comment"] = (
+            f"temperature-scaled softmax probability (T = {t:.4f}, fitted on validation scenes "
+            "by minimising the negative log-likelihood)"
+            if t is not None
+            else "softmax probability (not calibrated)"
+        )
+    if sic_standard_error:
+        out["SIC"]["ancillary_variables"] = f"{SE_VARIABLE} status_flag"
+        out[SE_VARIABLE] = {
+            "standard_name": "sea_ice_area_fraction standard_error",
+            "long_name": "standard deviation of the sea ice concentration across ensemble members",
+            "units": "%",
+            "valid_range": np.array([0, 100], u8),
+            "coordinates": coords,
+            "comment": "sample standard deviation (ddof 1) of the members' SIC before rounding, in "
+            "percent, rounded to 1 %; 255 = land, invalid SAR or no data",
+        }
+    return out
 
 
 def global_attrs(
@@ -228,6 +263,10 @@ class NetcdfWriter:
         Rows per :meth:`write` call (fixes the chunking).
     complevel
         zlib level (1-9).
+    sic_standard_error
+        Add ``SIC_standard_error`` (ensembles); :meth:`write` then needs it in every block.
+    temperature
+        Calibration temperatures per chart (noted in the confidence layers).
     """
 
     def __init__(
@@ -238,6 +277,8 @@ class NetcdfWriter:
         *,
         block_rows: int,
         complevel: int = 1,
+        sic_standard_error: bool = False,
+        temperature: dict[str, float] | None = None,
     ) -> None:
         import netCDF4
 
@@ -253,7 +294,8 @@ class NetcdfWriter:
         nc.createDimension(dims[0], lines)
         nc.createDimension(dims[1], samples)
         chunks = _chunks(lines, samples, block_rows)
-        va = variable_attrs()
+        va = variable_attrs(sic_standard_error=sic_standard_error, temperature=temperature)
+        self.names = CHART_VARIABLES + ((SE_VARIABLE,) if sic_standard_error else ())
         self.vars = {}
         for name in ("lat", "lon"):
             v = nc.createVariable(
@@ -262,7 +304,7 @@ class NetcdfWriter:
             )  # fmt: skip
             v.setncatts(va[name])
             self.vars[name] = v
-        for name in CHART_VARIABLES:
+        for name in self.names:
             fill = False if name == "status_flag" else np.uint8(FILL)
             v = nc.createVariable(
                 name, "u1", dims, zlib=True, complevel=complevel, shuffle=False,
@@ -274,7 +316,7 @@ class NetcdfWriter:
 
     def write(self, rows: slice, arrays: dict[str, np.ndarray], lat: np.ndarray, lon: np.ndarray) -> None:
         """Write one row block: ``arrays`` maps every chart variable to a uint8 block."""
-        for name in CHART_VARIABLES:
+        for name in self.names:
             self.vars[name][rows, :] = arrays[name]
         self.vars["lat"][rows, :] = lat
         self.vars["lon"][rows, :] = lon
@@ -303,12 +345,19 @@ class NetcdfWriter:
         self.close()
 
 
-def chart_arrays(charts: dict[str, np.ndarray], confidence: dict[str, np.ndarray], status: np.ndarray) -> dict[str, np.ndarray]:
-    """Product variables for a block: SIC classes -> percent, masks kept at 255."""
+def chart_arrays(
+    charts: dict[str, np.ndarray],
+    confidence: dict[str, np.ndarray],
+    status: np.ndarray,
+    sic_se: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Product variables for a block: SIC classes -> percent, masks kept at 255; with
+    ``sic_se`` (uint8 percent) also ``SIC_standard_error``."""
     sic = charts["SIC"]
     pct = sic * np.uint8(10)
     pct[sic == FILL] = FILL
-    return {
+    extra = {} if sic_se is None else {SE_VARIABLE: sic_se}
+    return extra | {
         "SIC": pct,
         "SOD": charts["SOD"],
         "FLOE": charts["FLOE"],

@@ -418,6 +418,9 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
             pass
         dist.barrier()
 
+    calibration = None
+    if dist.main and cfg.calibrate and val_s and best_path.is_file():
+        calibration = _calibrate_best(best_path, val_s, device)
     seconds = time.perf_counter() - t_start
     result = RunResult(out=out, best_path=best_path, best_epoch=best_epoch, scores=best_scores,
                        baseline=base, epochs_run=cfg.epochs - start_epoch, seconds=seconds, metrics=metrics)
@@ -426,9 +429,55 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
             "best_epoch": best_epoch, "scores": best_scores, "baseline": base,
             "seconds": round(seconds, 2), "data_seconds": round(t_data, 2),
             "epochs": cfg.epochs, "seed": cfg.seed, "best": str(best_path.name),
+            "calibration": calibration,
         })
         logger.info("done in %.1f s; best epoch %d: %s", seconds, best_epoch, best_scores)
     return result
+
+
+def _calibrate_best(best_path: Path, val_s: list[SceneData], device: torch.device) -> dict[str, Any] | None:
+    """Fit temperature scaling of the best checkpoint on the validation scenes and store it in
+    its metadata (:mod:`icechart.model.calibrate`)."""
+    from icechart.errors import BadDataError
+    from icechart.model.calibrate import fit_calibration, write_calibration
+    from icechart.model.checkpoint import load_checkpoint
+
+    model = load_checkpoint(best_path, device=device)
+    try:
+        cal = fit_calibration(model, ((s.scene_id, s.x, s.y) for s in val_s))
+    except BadDataError as exc:
+        logger.warning("no calibration: %s", exc.message)
+        return None
+    write_calibration(model, cal)
+    logger.info("calibrated %s: temperatures %s", best_path.name, cal["temperature"])
+    return cal
+
+
+def _calibrate_ensemble(manifest: Path, cfg: TrainConfig, cache: str) -> dict[str, Any] | None:
+    """Fit the ensemble's temperatures on the validation scenes all members share."""
+    from icechart.errors import BadDataError
+    from icechart.model.calibrate import fit_calibration, write_calibration
+    from icechart.model.ensemble import load_ensemble
+
+    out = Path(cfg.out)
+    splits = [json.loads((out / f"run-{k + 1}" / "split.json").read_text()) for k in range(cfg.runs)]
+    names = set(splits[0]["val"]).intersection(*(set(s["val"]) for s in splits[1:]))
+    train_names = set().union(*(set(s["train"]) for s in splits))
+    names -= train_names  # never calibrate on a scene some member trained on
+    if not names:
+        logger.warning("no ensemble calibration: the members share no validation scene")
+        return None
+    paths = [p for p in find_scenes(cfg.data) if p.name in names]
+    scenes = load_all(paths, cfg, Path(cache))
+    model = load_ensemble(manifest, device=resolve_device(cfg.device))
+    try:
+        cal = fit_calibration(model, ((s.scene_id, s.x, s.y) for s in scenes))
+    except BadDataError as exc:
+        logger.warning("no ensemble calibration: %s", exc.message)
+        return None
+    write_calibration(model, cal)  # keeps [ensemble], replaces [calibration]
+    logger.info("calibrated the ensemble: temperatures %s", cal["temperature"])
+    return cal
 
 
 def train_runs(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> tuple[list[RunResult], dict[str, Any]]:
@@ -445,22 +494,32 @@ def train_runs(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     writable_dir(out)
     cache = str(default_cache_dir(cfg))
     results = []
+    # Members share one train/validation split (and so normalisation statistics): the ensemble
+    # is then validated and calibrated on scenes none of its members trained on.
+    val_seed = cfg.val_seed if cfg.val_seed >= 0 else cfg.seed
     for k in range(cfg.runs):
-        sub = cfg.replace(seed=cfg.seed + k, out=str(out / f"run-{k + 1}"), runs=1, cache_dir=cache)
+        sub = cfg.replace(seed=cfg.seed + k, out=str(out / f"run-{k + 1}"), runs=1, cache_dir=cache, val_seed=val_seed)
         do_resume = resume and (Path(sub.out) / "last.pt").exists()
         logger.info("run %d/%d (seed %d)", k + 1, cfg.runs, sub.seed)
         results.append(train(sub, resume=do_resume, progress=progress))
     summary = _summary(results)
     _write_json(out / "summary.json", summary)
-    lines = ["# icechart ensemble: members trained with different seeds (icechart train --runs)",
-             "[ensemble]", f'members = [{", ".join(json.dumps(f"run-{k + 1}/best.safetensors") for k in range(cfg.runs))}]',
-             f"seeds = [{', '.join(str(cfg.seed + k) for k in range(cfg.runs))}]"]
+    from icechart.model.ensemble import write_manifest
+
+    info: dict[str, Any] = {"seeds": [cfg.seed + k for k in range(cfg.runs)]}
     for key in SCORE_KEYS:
         if key in summary["mean"]:
-            lines.append(f"{key.lower()}_mean = {summary['mean'][key]:.4f}")
-            lines.append(f"{key.lower()}_sd = {summary['sd'][key]:.4f}")
-    with atomic_path(out / "ensemble.toml") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+            info[f"{key.lower()}_mean"] = round(summary["mean"][key], 4)
+            info[f"{key.lower()}_sd"] = round(summary["sd"][key], 4)
+    manifest = write_manifest(
+        out / "ensemble.toml", [f"run-{k + 1}/best.safetensors" for k in range(cfg.runs)], info=info,
+        comment="icechart ensemble: members trained with different seeds (icechart train --runs)",
+    )  # fmt: skip
+    if cfg.calibrate:
+        cal = _calibrate_ensemble(manifest, cfg, cache)  # written into the manifest's [calibration]
+        if cal is not None:
+            summary["ensemble_calibration"] = cal
+            _write_json(out / "summary.json", summary)
     return results, summary
 
 
