@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 man: $(STAMP)
-	$(BIN)/python scripts/gen_man.py
+	$(BIN)/python scripts/gen_man.py man
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/predict_scene.py

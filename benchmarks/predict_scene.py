@@ -83,7 +83,8 @@ def child(scene: str, model: str, out: str, device: str, formats: str) -> dict:
     m = load_model(model, device=device)
     load_s = time.perf_counter() - t
     timings: dict[str, float] = {}
-    process_scene(scene, m, out, formats=formats, overwrite=True, timings=timings)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    process_scene(scene, m, out, formats=formats, timings=timings)  # replaces earlier products
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     return {"model_load": load_s, **timings, "peak_rss_gib": rss / 2**30}
 

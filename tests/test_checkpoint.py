@@ -11,8 +11,8 @@ import torch
 
 from icechart.classes import CLASS_TABLE_VERSION
 from icechart.errors import ModelError
+from icechart.hashing import sha256_file
 from icechart.model.checkpoint import (
-    file_sha256,
     load_checkpoint,
     predict_logits,
     read_checkpoint,
@@ -40,7 +40,7 @@ def _save(path: Path, **meta: object) -> tuple[torch.nn.Module, str]:
 def test_round_trip(tmp_path: Path) -> None:
     p = tmp_path / "best.safetensors"
     net, sha = _save(p)
-    assert sha == file_sha256(p)
+    assert sha == sha256_file(p)
     m = load_checkpoint(p)
     assert m.model_id == f"ckpt-{sha[:12]}"
     assert m.sha256 == sha and m.path == p

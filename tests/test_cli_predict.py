@@ -48,7 +48,10 @@ def _no_temporaries(out: Path) -> None:
         assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
 
 
-def test_predict_all_formats_then_refuse_then_overwrite(data: dict, tmp_path: Path) -> None:
+def test_predict_all_formats_skip_refuse_overwrite(data: dict, tmp_path: Path) -> None:
+    from icechart import __version__
+    from icechart.hashing import sha256_file
+
     out = tmp_path / "out"
     scene = str(data["scenes"][0])
     r = _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]))
@@ -59,12 +62,26 @@ def test_predict_all_formats_then_refuse_then_overwrite(data: dict, tmp_path: Pa
     assert len([n for n in names if n.endswith(".nc")]) == 1
     assert len([n for n in names if "_sigrid3." in n]) == 5
     (manifest,) = out.glob("*.manifest.json")
-    assert len(json.loads(manifest.read_text())["products"]) == 12
-    r = _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]))
+    m = json.loads(manifest.read_text())
+    assert len(m["files"]) == 12
+    assert all(sha256_file(out / f["name"]) == f["sha256"] for f in m["files"])
+    assert m["inputs"][0]["name"] == Path(scene).name and m["inputs"][0]["sha256"] == sha256_file(scene)
+    assert m["model"]["sha256"] == sha256_file(data["model"]) and m["model"]["id"] in names[0]
+    assert m["software"]["version"] == __version__
+    assert m["options"]["formats"] == ["netcdf", "geotiff", "shapefile", "png"]
+    assert m["options"]["crs"] == "EPSG:3413" and m["options"]["sieve"] == 16
+    assert {"read", "forward", "netcdf", "process_s"} <= set(m["timings"])
+    # The same run again: up to date, skipped (exit 0); explicit defaults are the same options.
+    r = _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]), "--sieve", "16", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "skipped" in r.output
+    # Other product options: refused without --overwrite, naming the manifest.
+    r = _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]), "--formats", "netcdf")
     assert r.exit_code == 73
-    assert "exists" in r.output and "--overwrite" in r.output
+    assert manifest.name in r.output and "--overwrite" in r.output and "formats" in r.output
     r = _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]), "--overwrite", "--formats", "netcdf")
     assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == sorted([manifest.name, *[n for n in names if n.endswith(".nc")]])
     _no_temporaries(out)
 
 
@@ -98,11 +115,12 @@ def test_missing_input_is_66(data: dict, tmp_path: Path) -> None:
     assert "no such file" in r.output
 
 
-def test_empty_directory_is_66(data: dict, tmp_path: Path) -> None:
+def test_empty_directory_is_nothing_to_do(data: dict, tmp_path: Path) -> None:
+    # An incoming folder watched by cron is often empty: a warning, not an error.
     (tmp_path / "empty").mkdir()
     r = _invoke("predict", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--model", str(data["model"]))
-    assert r.exit_code == 66
-    assert "no scene file" in r.output
+    assert r.exit_code == 0, r.output
+    assert "no *.nc scene files" in r.output and "0 scene(s)" in r.output
 
 
 def test_truncated_scene_is_65(data: dict, tmp_path: Path) -> None:

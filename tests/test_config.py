@@ -156,3 +156,51 @@ def test_example_config_is_valid():
     r = invoke(["--config", str(example), "config", "show"])
     assert r.exit_code == 0, r.output
     assert f"# file {example}" in r.output
+
+
+# -- the real `predict` command's options ---------------------------------------------------
+def test_predict_section_covers_every_option_and_round_trips(tmp_path):
+    from icechart.config import config_options
+
+    keys = set(config_options(cli.commands["predict"]))
+    assert {"output", "model", "formats", "crs", "device", "overwrite", "lock", "lock_wait", "strict",
+            "progress"} <= keys  # fmt: skip
+    r = invoke(["config", "show", "predict", "--", "--lock", "/run/lock/ic.lock", "--strict"])
+    assert r.exit_code == 0, r.output
+    # What `config show` prints is a valid [predict] table: fed back as the file, every value
+    # comes from the file.
+    body = "\n".join(ln.split("  #")[0] for ln in r.output.splitlines() if ln and not ln.startswith("#"))
+    cfg = write(tmp_path, body)
+    r = invoke(["--config", str(cfg), "config", "show", "predict"])
+    assert r.exit_code == 0, r.output
+    for key in ("formats", "crs", "lock", "lock_wait", "strict", "device"):
+        assert line(r.output, key).endswith(f"# file {cfg}"), line(r.output, key)
+    assert line(r.output, "lock").startswith('lock') and "/run/lock/ic.lock" in line(r.output, "lock")
+
+
+def test_predict_precedence_flag_env_file_default(tmp_path):
+    cfg = write(tmp_path, '[predict]\nlock_wait = 5\nformats = ["netcdf"]\nstrict = true\nlock = "/a.lock"\n')
+    env = {"ICECHART_PREDICT_LOCK_WAIT": "7", "ICECHART_PREDICT_FORMATS": "netcdf,png"}
+    r = invoke(["--config", str(cfg), "config", "show", "predict", "--", "--lock", "/b.lock"], env=env)
+    assert r.exit_code == 0, r.output
+    assert line(r.output, "lock").startswith('lock') and line(r.output, "lock").endswith("# flag")
+    assert '"/b.lock"' in line(r.output, "lock")
+    assert line(r.output, "lock_wait").endswith("# env ICECHART_PREDICT_LOCK_WAIT") and "7.0" in line(r.output, "lock_wait")
+    assert '["netcdf", "png"]' in line(r.output, "formats")
+    assert line(r.output, "strict").endswith(f"# file {cfg}")
+    assert line(r.output, "overwrite").endswith("# default")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[predict]\nlock_wiat = 3\n", "unknown key `lock_wiat`; did you mean `lock_wait`?"),
+        ('[predict]\nformats = ["netcdf", "kml"]\n', "unknown format 'kml'"),
+        ("[predict]\nlock_wait = -1\n", "`lock_wait` = -1"),
+    ],
+)
+def test_bad_predict_keys_are_78(tmp_path, text, message):
+    cfg = write(tmp_path, text)
+    r = invoke(["--config", str(cfg), "config", "show", "predict"])
+    assert r.exit_code == 78
+    assert message in r.output and str(cfg) in r.output

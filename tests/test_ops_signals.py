@@ -88,6 +88,7 @@ def test_signal_mid_write_leaves_nothing_partial(scene, tmp_path, sig, code):
     names = sorted(p.name for p in out.iterdir())
     assert not any(n.startswith(TMP_PREFIX) for n in names)
     assert not any(n.endswith(".manifest.json") for n in names)  # the set is not complete
+    assert names == []  # the attempt's finished first file is removed too: nothing partial
     # The rerun completes it.
     proc = _start(scene, out, ready, stall=False)
     _, err = proc.communicate(timeout=120)

@@ -186,13 +186,13 @@ def test_registry_default_model(tiny: dict, tmp_path: Path, monkeypatch: pytest.
     import shutil
 
     from icechart import models
-    from icechart.model.checkpoint import file_sha256
+    from icechart.hashing import sha256_file
 
     root = tmp_path / "models"
     mdir = root / "tiny-v1"
     mdir.mkdir(parents=True)
     shutil.copy(tiny["model"], mdir / "model.safetensors")
-    sha = file_sha256(mdir / "model.safetensors")
+    sha = sha256_file(mdir / "model.safetensors")
     (mdir / "model.toml").write_text(f'[model]\nid = "tiny-v1"\nweights = "model.safetensors"\nsha256 = "{sha}"\n')
     (root / "registry.toml").write_text('default = "tiny-v1"\n[models."tiny-v1"]\ndescription = "test"\n')
     monkeypatch.setenv(models.ENV_DIR, str(root))

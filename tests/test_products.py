@@ -16,7 +16,7 @@ from icechart.io.scene import open_scene
 from icechart.model.checkpoint import save_checkpoint
 from icechart.model.unet import build_net
 from icechart.io.contract import DEFAULT_CHANNELS
-from icechart.products import parse_formats, product_paths, write_manifest, write_products
+from icechart.products import parse_formats, product_paths, write_products
 from icechart.products import sigrid3
 from icechart.products.autoice import write_autoice
 from icechart.products.warp import InverseGeolocation, grid_positions, parse_crs, target_grid
@@ -45,8 +45,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     timings: dict[str, float] = {}
     # sieve 2: keep the tiny scene's regions so every polygon type shows up
     paths = write_products(pred, scene, out, formats="netcdf,geotiff,shapefile,png", sieve=2, timings=timings)
-    manifest = write_manifest(scene, out, model_id=model.model_id, model_sha256=model.sha256, products=paths)
-    yield {"scene": scene, "pred": pred, "model": model, "out": out, "paths": paths, "manifest": manifest,
+    yield {"scene": scene, "pred": pred, "model": model, "out": out, "paths": paths,
            "timings": timings, "scene_path": scene_path}  # fmt: skip
     scene.close()
 
@@ -63,10 +62,8 @@ def test_names_from_contract(run: dict) -> None:
     assert all(p.exists() for p in expected)
     names = {p.name for p in run["out"].iterdir()}
     assert f"{sid}_{mid}.nc" in names and f"{sid}_{mid}_SOD.tif" in names
-    assert f"{sid}_{mid}.manifest.json" in names
+    assert len(names) == len(expected)  # the manifest is the batch runner's (icechart.ops)
     assert not [n for n in names if n.startswith(".tmp-")]
-    info = json.loads(run["manifest"].read_text())
-    assert info["scene_id"] == sid and len(info["products"]) == len(expected)
     assert set(run["timings"]) >= {"upsample", "netcdf", "geotiff", "png", "shapefile"}
 
 
@@ -270,13 +267,27 @@ def test_quicklooks(run: dict) -> None:
             assert max(im.size) <= 2000 and im.format == "PNG"
 
 
-def test_autoice_file(run: dict) -> None:
+def test_autoice_file(run: dict, tmp_path: Path) -> None:
+    import shutil
+
     import netCDF4
 
-    path = write_autoice(run["out"], run["model"].model_id)
-    assert path is not None and path.name == f"autoice_{run['model'].model_id}.nc"
-    sid = run["scene"].scene_id
-    with netCDF4.Dataset(path) as nc, netCDF4.Dataset(_one(run["out"], f"{sid}_*.nc")) as prod:
+    from icechart.ops import manifest as M
+
+    mid, sid = run["model"].model_id, run["scene"].scene_id
+    out = tmp_path / "out"
+    out.mkdir()
+    nc_path = out / f"{sid}_{mid}.nc"
+    shutil.copy(_one(run["out"], f"{sid}_*.nc"), nc_path)
+    assert write_autoice(out, mid) is None  # no manifest: not a complete scene
+    data = M.build_manifest(scene_id=sid, input_path=run["scene_path"], model_id=mid, model_sha256=None,
+                            options={}, files=[nc_path], device="cpu", timings={})  # fmt: skip
+    M.write_manifest(M.manifest_path(out, sid, mid), data)
+    path = write_autoice(out, mid)
+    assert path is not None and path.name == f"autoice_{mid}.nc"
+    mtime = path.stat().st_mtime_ns
+    assert write_autoice(out, mid) == path and path.stat().st_mtime_ns == mtime  # up to date: kept
+    with netCDF4.Dataset(path) as nc, netCDF4.Dataset(nc_path) as prod:
         nc.set_auto_mask(False)
         prod.set_auto_mask(False)
         assert set(nc.variables) == {f"{sid}_{c}" for c in CHARTS}

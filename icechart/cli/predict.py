@@ -5,41 +5,67 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from icechart.cli.options import device_opt, overwrite_opt
+from icechart.cli.options import (
+    device_opt,
+    lock_opt,
+    lock_wait_opt,
+    overwrite_opt,
+    progress_opt,
+    strict_opt,
+)
+
+if TYPE_CHECKING:
+    from icechart.ops.batch import BatchResult, SceneOutput
 
 logger = logging.getLogger(__name__)
 
 
-def _formats(_ctx: object, _param: object, value: str | None) -> tuple[str, ...]:
-    from icechart.errors import ConfigError
-    from icechart.products import parse_formats
+class FormatList(click.ParamType):
+    """Product formats: a comma list on the command line and in ``ICECHART_PREDICT_FORMATS``,
+    a comma list or a TOML array in the configuration file."""
 
-    try:
-        return parse_formats(value)
-    except ConfigError as exc:
-        raise click.BadParameter(exc.message) from None
+    name = "LIST"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
+        from icechart.errors import ConfigError
+        from icechart.products import parse_formats
+
+        if isinstance(value, (list, tuple)) and not all(isinstance(v, str) for v in value):
+            self.fail(f"{value!r} is not a list of format names", param, ctx)
+        try:
+            return parse_formats(value)
+        except ConfigError as exc:
+            self.fail(exc.message, param, ctx)
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="SCENE_OR_DIR...")
 @click.option("-o", "--output", "outdir", required=True, metavar="OUT", help="Output directory (created if missing).")
-@click.option("--model", "model_spec", metavar="ID|FILE|DIR", help="Shipped model id, checkpoint file or training run directory [default: the shipped default model].")
+@click.option("--model", "model_spec", metavar="ID|FILE|DIR", help="Shipped model id, checkpoint file, training run directory, or ensemble (ensemble.toml or its directory) [default: the shipped default model].")
 @click.option(
     "--formats",
-    callback=_formats,
+    type=FormatList(),
     default="netcdf,geotiff,shapefile,png",
     show_default=True,
-    help="Comma list of netcdf, geotiff, shapefile, png, autoice (autoice: the AutoICE submission file of all complete scenes in OUT).",
+    help="Comma list of netcdf, geotiff, shapefile, png, autoice, uncertainty (autoice: the AutoICE submission file of all complete scenes in OUT; uncertainty: as --uncertainty-tif).",
 )
 @click.option("--crs", default="EPSG:3413", show_default=True, help="Projected CRS of the GeoTIFFs and the shapefile (EPSG code or PROJ string).")
 @click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=200.0, show_default=True, help="GeoTIFF pixel size in CRS units (m).")
 @click.option("--sieve", type=click.IntRange(min=0), default=None, help="SIGRID-3: merge regions smaller than this many model pixels (800 m) [default: 16].")
 @click.option("--tile-size", type=click.IntRange(min=16), default=None, help="Model pixels per tile side; lower it on small GPUs [default: 512].")
+@click.option("--tta", is_flag=True, help="Test-time augmentation: average each network over left-right and up-down flips (4 forward passes).")
+@click.option("--uncertainty-tif", is_flag=True, help="Also write GeoTIFFs of SOD/FLOE confidence and, for an ensemble, the SIC standard error ({id}_{model}_{layer}.tif).")
 @device_opt
 @overwrite_opt
+@lock_opt
+@lock_wait_opt
+@strict_opt
+@progress_opt
 def predict(
     inputs: tuple[str, ...],
     outdir: str,
@@ -49,47 +75,80 @@ def predict(
     resolution: float,
     sieve: int | None,
     tile_size: int | None,
+    tta: bool,
+    uncertainty_tif: bool,
     device: str,
     overwrite: bool,
+    lock: str | None,
+    lock_wait: float,
+    strict: bool,
+    progress: bool | None,
 ) -> None:
     """Predict ice charts (SIC, SOD, FLOE) for AI4Arctic scenes and write the products.
 
     Each scene gives, in OUT, named from the scene id and the model id: a CF netCDF at SAR
     geometry ({id}_{model}.nc), a GeoTIFF per chart on a projected grid, a SIGRID-3 shapefile,
-    quicklook PNGs, and {id}_{model}.manifest.json, written last. The model is loaded once.
+    quicklook PNGs, and {id}_{model}.manifest.json, written last: a scene's products are
+    complete only when it exists. The model is loaded once.
+    --model also takes an ensemble (ensemble.toml, or the directory of `icechart train --runs
+    N`): its members' probabilities and SIC are averaged, and the netCDF gains
+    SIC_standard_error (the members' spread); SOD/FLOE confidence is temperature-calibrated
+    when the model carries a calibration.
+
+    Made for cron: a rerun skips scenes whose manifest matches (same input, model and product
+    options; the device does not count; the input is checked by size and time, hashed only
+    when they changed) and refuses to replace a different product without --overwrite (73).
+    A bad scene fails alone: the others are still done, and the exit code is the first failing
+    scene's. One summary line per scene goes to stderr. SIGINT/SIGTERM remove temporary files
+    and exit 130/143; --lock makes a second run exit 75 at once. Less than half of the SAR
+    valid is a warning, exit 65 with --strict.
 
     \b
     Examples:
       icechart predict 20180707T113313_cis_prep.nc -o charts/
       icechart predict scenes/ -o charts/ --formats netcdf,autoice --device cuda
       icechart predict s.nc -o charts/ --model runs/exp1/ --crs EPSG:6931 --resolution 400
+      icechart predict s.nc -o charts/ --model runs/ens5/ensemble.toml --tta --uncertainty-tif
+      icechart -q --log-format json predict /data/incoming -o /data/charts --lock /run/lock/icechart.lock
     """
-    from icechart.errors import IcechartError
-    from icechart.infer.predict import load_model
-    from icechart.infer.run import prepare_outdir, process_scene, scene_files, summary
+    from icechart.infer.run import process_scene, product_options
+    from icechart.ops.batch import SceneOutput, run_guarded, want_progress
+    from icechart.products.warp import parse_crs
 
-    files = scene_files(inputs)
-    out = prepare_outdir(outdir)
-    model = load_model(model_spec, device=device)
+    if uncertainty_tif and "uncertainty" not in formats:
+        formats = (*formats, "uncertainty")
+    target_crs = parse_crs(crs)  # a bad CRS is a configuration error (78), before any scene
+    options = product_options(
+        formats, crs=target_crs.to_string(), resolution=resolution, sieve=sieve, tile_size=tile_size, tta=tta
+    )
     command = "icechart " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    first_error: IcechartError | None = None
-    for path in files:
-        timings: dict[str, float] = {}
-        try:
-            process_scene(
-                path, model, out, formats=formats, crs=crs, resolution=resolution,
-                overwrite=overwrite, tile_size=tile_size, sieve=sieve, command=command,
-                timings=timings,
-            )  # fmt: skip
-            logger.debug("%s: %s", path.name, summary(timings))
-        except IcechartError as exc:
-            if len(files) == 1:
-                raise
-            logger.error("%s: %s", path, exc.message)
-            first_error = first_error or exc
-    if "autoice" in formats:
-        from icechart.products.autoice import write_autoice
+    state: dict[str, Any] = {}
 
-        write_autoice(out, model.model_id)
-    if first_error is not None:
-        raise first_error
+    def setup() -> dict[str, Any]:
+        # Runs under the lock, after OUT is made: the model touches the GPU only then.
+        from icechart.infer.predict import load_model, resolve_device
+
+        dev = resolve_device(device)
+        model = state["model"] = load_model(model_spec, device=dev)
+        return {"model_id": model.model_id, "model_sha256": getattr(model, "sha256", None), "device": dev}
+
+    def process(path: Path) -> "SceneOutput":
+        timings: dict[str, float] = {}
+        files = process_scene(
+            path, state["model"], outdir, formats=formats, crs=crs, resolution=resolution,
+            tile_size=tile_size, sieve=sieve, command=command, timings=timings, tta=tta,
+        )  # fmt: skip
+        return SceneOutput(files, timings={k: v for k, v in timings.items() if isinstance(v, float)})
+
+    def finish(_result: "BatchResult") -> None:
+        if "autoice" in formats:
+            from icechart.products.autoice import write_autoice
+
+            write_autoice(outdir, state["model"].model_id)
+
+    run_guarded(
+        inputs, process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,
+        outdir=outdir, options=options, overwrite=overwrite, strict=strict,
+        progress=want_progress(progress),
+    )  # fmt: skip
+

@@ -1,20 +1,23 @@
-"""One scene, start to finish: open, check, predict, write the products, then the manifest.
+"""One scene, start to finish: open, check, predict, write the products.
 
-:func:`process_scene` is the unit of work the ``predict`` command (and batch/cron wrappers:
-locks, skipping finished scenes, signals) calls once per input file with a model loaded once.
+:func:`process_scene` is the unit of work the ``predict`` command calls once per input file
+with a model loaded once. Everything around it is :mod:`icechart.ops`: expanding inputs,
+skipping finished scenes and refusing to replace different ones, the manifest (written last),
+removing the files of a failed attempt, locks, signals and the per-scene summary lines
+(:func:`icechart.ops.batch.run_guarded` with this function as the per-scene callable).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from icechart.errors import InputMissingError, OutputError
+from icechart.errors import DataWarning, InputMissingError
 
 if TYPE_CHECKING:
     from icechart.model.checkpoint import LoadedModel
@@ -22,43 +25,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def scene_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand inputs: files as given; a directory gives its ``*_prep.nc`` files (else ``*.nc``).
-
-    Raises
-    ------
-    InputMissingError
-        An input does not exist, or a directory holds no scene (66).
-    """
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if not p.exists():
-            raise InputMissingError(f"{p}: no such file or directory")
-        if p.is_dir():
-            found = sorted(p.glob("*_prep.nc")) or sorted(
-                q for q in p.glob("*.nc") if not q.name.startswith((".tmp-", "autoice_"))
-            )
-            if not found:
-                raise InputMissingError(f"{p}: directory holds no scene file (*_prep.nc or *.nc)")
-            out.extend(found)
-        else:
-            out.append(p)
-    return list(dict.fromkeys(out))
-
-
-def prepare_outdir(outdir: str | Path) -> Path:
-    """Create ``outdir`` if needed and check that it is writable (OutputError 73)."""
-    out = Path(outdir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot create output directory ({exc.strerror or exc})") from exc
-    if not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a directory")
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise OutputError(f"{out}: output directory is not writable")
-    return out
+MIN_VALID_FRACTION = 0.5
+"""Below this fraction of valid SAR pixels a scene gets a :class:`~icechart.errors.DataWarning`
+(logged; exit 65 with ``--strict``): the charts then rest on little data."""
 
 
 class _Hasher(threading.Thread):
@@ -71,10 +40,10 @@ class _Hasher(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        from icechart.products import file_sha256
+        from icechart.hashing import sha256_file
 
         try:
-            self.digest = file_sha256(self.path)
+            self.digest = sha256_file(self.path)
         except BaseException as exc:  # reported by result()
             self.error = exc
 
@@ -94,14 +63,19 @@ def process_scene(
     formats: Iterable[str] | str | None = None,
     crs: str | int = "EPSG:3413",
     resolution: float = 200.0,
-    overwrite: bool = False,
     tile_size: int | None = None,
+    tta: bool = False,
     sieve: int | None = None,
     sar_fill: float | None = None,
     command: str | None = None,
     timings: dict[str, float] | None = None,
 ) -> list[Path]:
-    """Predict one scene and write its products and manifest into ``outdir``.
+    """Predict one scene and write its products into ``outdir``.
+
+    Every file is written under a temporary name and renamed when all of the scene's products
+    are done; existing files of the same names are replaced. The manifest, the rerun check and
+    the refusal to replace a different product belong to the caller
+    (:func:`icechart.ops.batch.run_batch`), which writes the manifest after this returns.
 
     Parameters
     ----------
@@ -110,17 +84,17 @@ def process_scene(
     model
         A loaded model (:func:`icechart.infer.predict.load_model`); its device is used.
     outdir
-        Output directory (created when missing).
+        Output directory (must exist; :func:`icechart.ops.batch.prepare_outdir` makes it).
     formats
         Comma list or iterable of ``netcdf, geotiff, shapefile, png, autoice``; default all but
         ``autoice``. (``autoice`` makes this write the netCDF; the AutoICE file itself is
         rebuilt once per run with :func:`icechart.products.autoice.write_autoice`.)
     crs, resolution
         Projected products' CRS and GeoTIFF pixel size.
-    overwrite
-        Replace existing products; otherwise an existing product is OutputError (73).
     tile_size
         Model pixels per tile side (default :data:`icechart.infer.predict.DEFAULT_TILE`).
+    tta
+        Average over flips (test-time augmentation, :func:`icechart.infer.predict.predict_scene`).
     sieve
         SIGRID-3 minimum region size in model pixels.
     sar_fill
@@ -133,7 +107,12 @@ def process_scene(
     Returns
     -------
     list of Path
-        Products written, then the manifest (last).
+        The products written.
+
+    Warns
+    -----
+    DataWarning
+        Less than :data:`MIN_VALID_FRACTION` of the SAR is valid.
 
     Raises
     ------
@@ -142,47 +121,75 @@ def process_scene(
     """
     from icechart.infer.predict import DEFAULT_TILE, predict_scene
     from icechart.io.scene import open_scene
-    from icechart.products import manifest_path, parse_formats, product_paths, write_manifest, write_products
+    from icechart.products import parse_formats, write_products
 
     tm = timings if timings is not None else {}
     fm = parse_formats(formats)
-    out = prepare_outdir(outdir)
+    out = Path(outdir)
     t0 = time.perf_counter()
     scene = open_scene(path, sar_fill=sar_fill)
     tm["read"] = time.perf_counter() - t0
     try:
-        targets = product_paths(scene.scene_id, model.model_id, out, fm)
-        targets.append(manifest_path(scene.scene_id, model.model_id, out))
-        existing = [p for p in targets if p.exists()]
-        if existing and not overwrite:
-            raise OutputError(
-                f"{existing[0]} exists (and {len(existing) - 1} more of scene {scene.scene_id}); "
-                "use --overwrite to replace"
+        if scene.valid_fraction < MIN_VALID_FRACTION:
+            warnings.warn(
+                f"{scene.path.name}: only {scene.valid_fraction:.0%} of the SAR is valid "
+                "(NaN or fill elsewhere); the charts rest on little data",
+                DataWarning,
+                stacklevel=2,
             )
         hasher = _Hasher(scene.path)
         hasher.start()
-        pred = predict_scene(scene, model, tile_size=DEFAULT_TILE if tile_size is None else tile_size)
+        pred = predict_scene(scene, model, tile_size=DEFAULT_TILE if tile_size is None else tile_size, tta=tta)
         tm.update(pred.timings)
         sha = hasher.result()
-        # An old manifest must not vouch for products being replaced.
-        manifest_path(scene.scene_id, model.model_id, out).unlink(missing_ok=True)
         written = write_products(
             pred, scene, out, model=model.model_id, formats=fm, crs=crs, resolution=resolution,
             sieve=sieve, input_sha256=sha, command=command, timings=tm,
         )  # fmt: skip
-        t = time.perf_counter()
-        manifest = write_manifest(
-            scene, out, model_id=model.model_id, model_sha256=model.sha256, products=written,
-            input_sha256=sha, formats=fm,
-        )  # fmt: skip
-        tm["manifest"] = time.perf_counter() - t
         tm["total"] = time.perf_counter() - t0
-        logger.info(
-            "%s: %d products in %.1f s (model %s)", scene.scene_id, len(written), tm["total"], model.model_id
-        )
-        return [*written, manifest]
+        logger.debug(
+            "%s: %d products in %.1f s (model %s): %s",
+            scene.scene_id, len(written), tm["total"], model.model_id, summary(tm),
+        )  # fmt: skip
+        return written
     finally:
         scene.close()
+
+
+def product_options(
+    formats: Iterable[str] | str | None,
+    *,
+    crs: str,
+    resolution: float,
+    sieve: int | None,
+    tile_size: int | None,
+    tta: bool,
+) -> dict[str, Any]:
+    """The options a finished scene's products are compared on when a run meets them again.
+
+    Only what changes the files counts: the per-scene formats (``autoice`` is a run-level
+    file), the CRS and resolution only for projected products, the sieve only for the
+    shapefile; defaults are filled in so ``--sieve 16`` equals no ``--sieve``. The device
+    never counts.
+    """
+    from icechart.infer.predict import DEFAULT_TILE
+    from icechart.products import FORMATS, parse_formats
+    from icechart.products.sigrid3 import DEFAULT_SIEVE
+
+    fm = parse_formats(formats)
+    per_scene = [f for f in FORMATS if f in fm and f != "autoice"]
+    opts: dict[str, Any] = {
+        "formats": per_scene,
+        "tile_size": DEFAULT_TILE if tile_size is None else int(tile_size),
+        "tta": bool(tta),
+    }
+    if {"geotiff", "shapefile", "uncertainty"} & set(per_scene):
+        opts["crs"] = crs
+    if {"geotiff", "uncertainty"} & set(per_scene):
+        opts["resolution"] = float(resolution)
+    if "shapefile" in per_scene:
+        opts["sieve"] = DEFAULT_SIEVE if sieve is None else int(sieve)
+    return opts
 
 
 def summary(timings: dict[str, Any]) -> str:

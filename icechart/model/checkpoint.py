@@ -19,7 +19,6 @@ top level or in a ``[model]`` table::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tomllib
@@ -35,6 +34,7 @@ from torch import nn
 from icechart.atomic import atomic_path
 from icechart.classes import CLASS_TABLE_VERSION
 from icechart.errors import ModelError
+from icechart.hashing import sha256_file
 from icechart.model.unet import UNet, build_net
 
 logger = logging.getLogger(__name__)
@@ -68,15 +68,6 @@ class LoadedModel:
     model_id: str
     sha256: str
     path: Path
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _jsonable(obj: Any) -> Any:
@@ -122,7 +113,7 @@ def save_checkpoint(path: str | Path, net: nn.Module, meta: Mapping[str, Any]) -
     text = json.dumps(_jsonable(full), sort_keys=True)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={META_KEY: text})
-    return file_sha256(path)
+    return sha256_file(path)
 
 
 def _resolve(path: Path) -> tuple[Path, str | None, str | None]:
@@ -223,7 +214,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     weights, card_id, expected = _resolve(Path(path))
     if not weights.is_file():
         raise ModelError(f"{weights}: weights file missing")
-    sha = file_sha256(weights)
+    sha = sha256_file(weights)
     if expected and sha != expected:
         raise ModelError(
             f"{weights}: sha256 {sha[:12]}... does not match the model card's {expected[:12]}...; "

@@ -1,8 +1,9 @@
 """Batch runs: many scenes per call, each processed, skipped or failed on its own.
 
-:func:`run_batch` calls a per-scene function (``process(path) -> product files``) for each input
-in order, skips scenes whose manifest matches this run, refuses to replace a different product
-without ``overwrite`` (73), writes each scene's manifest last, and logs one summary line per
+:func:`run_batch` calls a per-scene function (``process(path) -> product files`` or a
+:class:`SceneOutput`) for each input in order, skips scenes whose manifest matches this run,
+refuses to replace a different product without ``overwrite`` (73), writes each scene's
+manifest last, removes the files of a failed attempt, and logs one summary line per
 scene on stderr (scene id, status, seconds, device, peak memory, input file). A failure in one
 scene never stops the others; the batch's exit code is the code of the first failing scene in
 input order (contract.md "Exit codes").
@@ -38,8 +39,23 @@ from icechart.ops import manifest as M
 logger = logging.getLogger(__name__)
 
 Status = Literal["ok", "skipped", "failed"]
-SceneFn = Callable[[Path], Sequence[Path]]
-"""Process one scene file; return the product files it wrote (all inside OUT)."""
+
+
+@dataclass
+class SceneOutput:
+    """What a per-scene function may return instead of a bare list of files."""
+
+    files: list[Path]
+    """The product files it wrote, all inside OUT."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per stage; recorded in the manifest beside the runner's own ``process_s``."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Facts about the scene for the manifest's ``scene`` record (not compared on reruns)."""
+
+
+SceneFn = Callable[[Path], Sequence[Path] | SceneOutput]
+"""Process one scene file; return the product files it wrote (all inside OUT) or a
+:class:`SceneOutput`."""
 
 
 @dataclass
@@ -118,8 +134,9 @@ class BatchError(IcechartError):
         first = result.first_failure
         assert first is not None
         n, total = result.count("failed"), len(result.results)
+        what = first.message if first.message.startswith(str(first.path)) else f"{first.path}: {first.message}"
         super().__init__(
-            f"{n} of {total} scene(s) failed; first: {first.path}: {first.message}",
+            what if total == 1 else f"{n} of {total} scene(s) failed; first: {what}",
             exit_code=first.exit_code,
         )
         self.result = result
@@ -378,7 +395,10 @@ def _run_one(
         started = True
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DataWarning)
-            files = [Path(f) for f in process(path)]
+            output = process(path)
+        if not isinstance(output, SceneOutput):
+            output = SceneOutput(files=[Path(f) for f in output])
+        files = [Path(f) for f in output.files]
         res.files = files
         if scene_id is None:
             raise BadDataError(
@@ -398,6 +418,9 @@ def _run_one(
             if f.resolve().parent != out.resolve() or not f.is_file():
                 raise InternalError(f"{f}: reported product is not a file in {out}")
         res.seconds = time.perf_counter() - t0
+        extra = dict(output.extra)
+        if res.warnings:
+            extra["warnings"] = list(res.warnings)
         data = M.build_manifest(
             scene_id=scene_id,
             input_path=path,
@@ -406,23 +429,30 @@ def _run_one(
             options=options,
             files=files,
             device=device,
-            timings={"process_s": res.seconds},
+            timings={**output.timings, "process_s": res.seconds},
+            extra=extra,
         )
         M.write_manifest(M.manifest_path(out, scene_id, model_id), data)
+        res.status = "ok"
         # With --overwrite, drop files of the old set that this run did not produce again.
         keep = {f.name for f in files} | {M.manifest_path(out, scene_id, model_id).name}
         for name in before - keep:
-            (out / name).unlink(missing_ok=True)
-        res.status = "ok"
+            try:
+                (out / name).unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("%s: cannot remove a file of the replaced product (%s)", out / name, exc)
     except Exception as exc:
         res.status = "failed"
         res.exit_code, res.message = _classify(exc)
         logger.debug("%s failed:\n%s", path, "".join(traceback.format_exception(exc)))
-        if started and res.scene_id is not None:
-            # Files this attempt created are an incomplete set: remove them.
-            for name in (_prefix_files(out, res.scene_id, model_id) - before) | created:
-                if not name.endswith(M.MANIFEST_SUFFIX):
-                    (out / name).unlink(missing_ok=True)
+        if started:
+            _remove_attempt(out, res.scene_id, model_id, before, created)
+    except BaseException:
+        # SIGINT/SIGTERM (SignalExit, KeyboardInterrupt): the temporaries are gone already;
+        # files this attempt renamed into place are an incomplete set too.
+        if started and res.status != "ok":
+            _remove_attempt(out, res.scene_id, model_id, before, created)
+        raise
     finally:
         res.seconds = time.perf_counter() - t0
         res.peak_rss_mib = _peak_rss_mib()
@@ -432,6 +462,21 @@ def _run_one(
             except Exception:
                 pass
     return res
+
+
+def _remove_attempt(out: Path, scene_id: str | None, model_id: str, before: set[str], created: set[str]) -> None:
+    """Remove the files a failed or interrupted attempt created (never the manifest, never a
+    file that was there before the attempt): without them OUT holds no partial product."""
+    if scene_id is None:
+        return
+    if M.manifest_path(out, scene_id, model_id).exists():
+        return  # this attempt's manifest made it: the set is complete, keep it
+    for name in (_prefix_files(out, scene_id, model_id) - before) | created:
+        if not name.endswith(M.MANIFEST_SUFFIX):
+            try:
+                (out / name).unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("%s: cannot remove a file of the failed attempt (%s)", out / name, exc)
 
 
 def want_progress(flag: bool | None) -> bool:
@@ -450,26 +495,61 @@ def run_guarded(
     *,
     lock: str | Path | None = None,
     lock_wait: float = 0.0,
+    setup: Callable[[], dict[str, Any]] | None = None,
+    finish: Callable[[BatchResult], None] | None = None,
     **kwargs: Any,
 ) -> BatchResult:
     """:func:`run_batch` for a command: signals handled, ``--lock`` held, failures raised.
 
-    SIGINT/SIGTERM remove temporary files and exit 130/143
-    (:func:`icechart.ops.signals.handle_signals`); with ``lock`` the whole batch runs under
-    :func:`icechart.ops.lock.run_lock` (busy: 75 at once, or after ``lock_wait`` seconds).
-    ``kwargs`` go to :func:`run_batch`.
+    In order: SIGINT/SIGTERM handling is installed (temporary files removed, exit 130/143:
+    :func:`icechart.ops.signals.handle_signals`); the lock is taken when ``lock`` is given
+    (:func:`icechart.ops.lock.run_lock`; busy: 75 at once, or after ``lock_wait`` seconds);
+    OUT is created (73 when impossible); ``setup()`` runs and its returned keywords join
+    ``kwargs`` (load the model there, so it touches the GPU only while the lock is held and
+    only when OUT is usable); the batch runs; ``finish(result)`` runs, still under the lock
+    (e.g. rebuilding a collection file from every complete scene), even when some scene failed.
+
+    Parameters
+    ----------
+    inputs, process
+        As for :func:`run_batch`.
+    lock, lock_wait
+        ``--lock FILE`` and ``--lock-wait SECONDS``.
+    setup
+        Returns more keyword arguments for :func:`run_batch` (``model_id``, ``device``, ...).
+    finish
+        Called with the batch's result. When scenes failed too, an error it raises is logged
+        and the batch's own exit code is kept.
+    kwargs
+        For :func:`run_batch` (``outdir`` is required).
 
     Raises
     ------
     BatchError
         Some scene failed; its ``exit_code`` is the first failing scene's.
+    TryAgainError
+        The lock is busy (75).
+    OutputError
+        OUT or the lock file cannot be created (73).
+    IcechartError
+        Whatever ``setup`` or ``finish`` raise (e.g. ModelError 69).
     """
     from icechart.ops.lock import run_lock
     from icechart.ops.signals import handle_signals
 
     with handle_signals():
         with run_lock(lock, wait=lock_wait) if lock else nullcontext():
+            prepare_outdir(kwargs["outdir"])
+            if setup is not None:
+                kwargs.update(setup())
             result = run_batch(inputs, process, **kwargs)
+            if finish is not None:
+                try:
+                    finish(result)
+                except IcechartError as exc:
+                    if not result.exit_code:
+                        raise
+                    logger.error("%s", exc.message)
     if result.exit_code:
         raise BatchError(result)
     return result

@@ -11,7 +11,6 @@ its bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from datetime import datetime, timezone
@@ -20,21 +19,12 @@ from typing import Any
 
 from icechart import __version__
 from icechart.atomic import atomic_path
+from icechart.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_VERSION = 1
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def manifest_path(outdir: str | Path, scene_id: str, model_id: str) -> Path:
@@ -76,9 +66,14 @@ def build_manifest(
     device: str,
     timings: dict[str, float],
     previous_input: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of one finished scene (see the module docstring for the fields)."""
-    return {
+    """The manifest of one finished scene (see the module docstring for the fields).
+
+    ``extra`` adds facts about the scene (e.g. acquisition time, valid SAR fraction, data
+    warnings) under ``"scene"``; they are informative and never compared on a rerun.
+    """
+    data = {
         "manifest_version": MANIFEST_VERSION,
         "scene_id": scene_id,
         "inputs": [input_record(input_path, previous_input)],
@@ -90,6 +85,9 @@ def build_manifest(
         "timings": {k: round(float(v), 3) for k, v in timings.items()},
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if extra:
+        data["scene"] = _jsonable(extra)
+    return data
 
 
 def write_manifest(path: str | Path, data: dict[str, Any]) -> Path:

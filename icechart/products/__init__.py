@@ -10,8 +10,6 @@ the scene are complete (:func:`icechart.atomic.atomic_path`); on any error none 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -19,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Iterable
 from contextlib import ExitStack
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +26,7 @@ from icechart import __version__
 from icechart.atomic import TMP_PREFIX, atomic_path
 from icechart.classes import CHARTS
 from icechart.errors import ConfigError
-from icechart.products.autoice import MANIFEST_SUFFIX
+from icechart.hashing import sha256_file
 
 if TYPE_CHECKING:
     from icechart.infer.predict import Prediction
@@ -37,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("netcdf", "geotiff", "shapefile", "png", "autoice")
+FORMATS = ("netcdf", "geotiff", "shapefile", "png", "autoice", "uncertainty")
 DEFAULT_FORMATS = ("netcdf", "geotiff", "shapefile", "png")
 DEFAULT_CRS = "EPSG:3413"
 DEFAULT_RESOLUTION = 200.0
@@ -73,8 +70,23 @@ def parse_formats(formats: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def product_paths(scene_id: str, model_id: str, outdir: str | Path, formats: Iterable[str]) -> list[Path]:
-    """The files ``write_products`` creates for ``formats`` (names from contract.md)."""
+UNCERTAINTY_LAYERS = ("SOD_confidence", "FLOE_confidence", "SIC_standard_error")
+"""GeoTIFFs of the ``uncertainty`` format (SIC_standard_error only from ensembles)."""
+
+
+def product_paths(
+    scene_id: str,
+    model_id: str,
+    outdir: str | Path,
+    formats: Iterable[str],
+    *,
+    sic_standard_error: bool = False,
+) -> list[Path]:
+    """The files ``write_products`` creates for ``formats`` (names from contract.md).
+
+    ``uncertainty`` adds ``{id}_{model}_{SOD|FLOE}_confidence.tif`` and, when
+    ``sic_standard_error`` (an ensemble), ``{id}_{model}_SIC_standard_error.tif``.
+    """
     out = Path(outdir)
     stem = f"{scene_id}_{model_id}"
     paths: list[Path] = []
@@ -89,11 +101,9 @@ def product_paths(scene_id: str, model_id: str, outdir: str | Path, formats: Ite
         paths += [out / f"{stem}_sigrid3{ext}" for ext in SHAPEFILE_PARTS]
     if "png" in fm:
         paths += [out / f"{stem}_{c}.png" for c in CHARTS]
+    if "uncertainty" in fm:
+        paths += [out / f"{stem}_{n}.tif" for n in UNCERTAINTY_LAYERS[: 3 if sic_standard_error else 2]]
     return paths
-
-
-def manifest_path(scene_id: str, model_id: str, outdir: str | Path) -> Path:
-    return Path(outdir) / f"{scene_id}_{model_id}{MANIFEST_SUFFIX}"
 
 
 def _block_rows(factor: int, target: int = 500) -> int:
@@ -172,8 +182,10 @@ def write_products(
     model
         Model id (or a loaded model) for the file names; default the prediction's.
     formats
-        Among ``netcdf, geotiff, shapefile, png`` (``autoice`` is rebuilt per run by
-        :func:`icechart.products.autoice.write_autoice`, not here).
+        Among ``netcdf, geotiff, shapefile, png, uncertainty`` (``autoice`` is rebuilt per run
+        by :func:`icechart.products.autoice.write_autoice`, not here; ``uncertainty``: GeoTIFFs
+        of the SOD/FLOE confidence and, for an ensemble, the SIC standard error, on the
+        GeoTIFF grid).
     crs, resolution
         Projected CRS and pixel size (CRS units) of the GeoTIFFs; the shapefile uses the CRS at
         the model's resolution.
@@ -223,10 +235,12 @@ def write_products(
     lines, samples = prediction.shape
     stem = f"{scene.scene_id}_{model_id}"
     written: list[Path] = []
+    has_se = prediction.sic_se is not None
+    layers = list(UNCERTAINTY_LAYERS[: 3 if has_se else 2]) if "uncertainty" in fm else []
 
     with ExitStack() as stack:
         inv = None
-        if "geotiff" in fm or "shapefile" in fm:
+        if "geotiff" in fm or "shapefile" in fm or layers:
             from icechart.products.warp import InverseGeolocation
 
             t = time.perf_counter()
@@ -238,7 +252,7 @@ def write_products(
         if "netcdf" in fm:
             t = time.perf_counter()
             if input_sha256 is None:
-                input_sha256 = file_sha256(scene.path)
+                input_sha256 = sha256_file(scene.path)
             dest = outdir / f"{stem}.nc"
             tmp = stack.enter_context(atomic_path(dest))
             attrs = global_attrs(
@@ -250,21 +264,26 @@ def write_products(
                 input_sha256=input_sha256,
                 service=scene.service,
                 command=command,
+                extra=uncertainty_attrs(prediction),
             )
-            nc = stack.enter_context(NetcdfWriter(tmp, (lines, samples), attrs, block_rows=block_rows, complevel=complevel))
+            nc = stack.enter_context(NetcdfWriter(
+                tmp, (lines, samples), attrs, block_rows=block_rows, complevel=complevel,
+                sic_standard_error=has_se, temperature=prediction.temperature,
+            ))  # fmt: skip
             geo = LatLonBlocks(scene)
             written.append(dest)
             tm["netcdf"] += time.perf_counter() - t
 
         gather = grid = rasters = None
-        if "geotiff" in fm:
+        if "geotiff" in fm or layers:
             from icechart.products.warp import Gather, target_grid
 
             t = time.perf_counter()
             grid = target_grid(scene, target_crs, float(resolution))
             assert inv is not None
             gather = Gather(inv, grid, block_rows=block_rows)
-            rasters = {c: np.full((grid.height, grid.width), 255, np.uint8) for c in CHARTS}
+            names = (list(CHARTS) if "geotiff" in fm else []) + layers
+            rasters = {c: np.full((grid.height, grid.width), 255, np.uint8) for c in names}
             tm["geotiff"] += time.perf_counter() - t
 
         ql = None
@@ -282,7 +301,7 @@ def write_products(
             tm["upsample"] += time.perf_counter() - t
             if b is None:
                 break
-            arrays = chart_arrays(b.charts, b.confidence, b.status)
+            arrays = chart_arrays(b.charts, b.confidence, b.status, b.sic_se)
             if nc is not None:
                 t = time.perf_counter()
                 lat, lon = geo.block(b.rows)
@@ -290,7 +309,7 @@ def write_products(
                 tm["netcdf"] += time.perf_counter() - t
             if gather is not None and rasters is not None:
                 t = time.perf_counter()
-                for c in CHARTS:
+                for c in rasters:
                     gather.fill(rasters[c], b.rows, arrays[c])
                 tm["geotiff"] += time.perf_counter() - t
             if ql is not None:
@@ -317,10 +336,15 @@ def write_products(
             from icechart.products.geotiff import write_geotiff
 
             t = time.perf_counter()
-            for c in CHARTS:
+            for c in rasters:
                 dest = outdir / f"{stem}_{c}.tif"
                 tmp = stack.enter_context(atomic_path(dest))
-                write_geotiff(tmp, rasters[c], grid, chart=c, tags=tags)
+                if c in CHARTS:
+                    write_geotiff(tmp, rasters[c], grid, chart=c, tags=tags)
+                else:
+                    from icechart.products.geotiff import write_layer_geotiff
+
+                    write_layer_geotiff(tmp, rasters[c], grid, name=c, tags=tags)
                 written.append(dest)
             rasters = None
             tm["geotiff"] += time.perf_counter() - t
@@ -373,8 +397,26 @@ def write_products(
                 written.append(dest)
             tm["png"] += time.perf_counter() - t
     # Leaving the stack renamed every temporary file onto its product name.
-    order = {p: k for k, p in enumerate(product_paths(scene.scene_id, model_id, outdir, fm))}
+    order = {p: k for k, p in enumerate(product_paths(scene.scene_id, model_id, outdir, fm, sic_standard_error=has_se))}
     return sorted(written, key=lambda p: order.get(p, len(order)))
+
+
+def uncertainty_attrs(prediction: "Prediction") -> dict[str, Any]:
+    """Global attributes recording how the confidence and spread were made."""
+    temp = prediction.temperature
+    attrs: dict[str, Any] = {
+        "ensemble_members": int(prediction.members),
+        "test_time_augmentation": "flips (identity, left-right, up-down, both)" if prediction.tta else "none",
+        "confidence_calibration": (
+            "temperature scaling: " + ", ".join(f"{c} T={t:.4f}" for c, t in sorted(temp.items()))
+            if temp
+            else "none"
+        ),
+    }
+    ens = prediction.meta.get("ensemble")
+    if isinstance(ens, dict) and ens.get("member_sha256"):
+        attrs["ensemble_member_sha256"] = " ".join(ens["member_sha256"])
+    return attrs
 
 
 def _target_grid(scene: "Scene", crs: Any, res: float) -> Any:
@@ -383,54 +425,10 @@ def _target_grid(scene: "Scene", crs: Any, res: float) -> Any:
     return target_grid(scene, crs, res)
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file (1 MiB reads)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_manifest(
-    scene: "Scene",
-    outdir: str | Path,
-    *,
-    model_id: str,
-    model_sha256: str,
-    products: list[Path],
-    input_sha256: str | None = None,
-    formats: Iterable[str] = (),
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``{id}_{model}.manifest.json`` last: the scene's product set is then complete."""
-    dest = manifest_path(scene.scene_id, model_id, outdir)
-    info: dict[str, Any] = {
-        "scene_id": scene.scene_id,
-        "model_id": model_id,
-        "model_sha256": model_sha256,
-        "software_version": __version__,
-        "input": {"name": scene.path.name, "sha256": input_sha256 or file_sha256(scene.path)},
-        "acquisition_time": scene.time.isoformat(),
-        "formats": list(formats),
-        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-        "products": [
-            {"name": p.name, "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in products
-        ],
-    }
-    if extra:
-        info.update(extra)
-    with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-    return dest
-
-
 __all__ = [
     "DEFAULT_FORMATS",
     "FORMATS",
-    "manifest_path",
     "parse_formats",
     "product_paths",
-    "write_manifest",
     "write_products",
 ]

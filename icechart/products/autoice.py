@@ -3,8 +3,11 @@
 Variables ``{id}_SIC``, ``{id}_SOD``, ``{id}_FLOE`` (uint8 classes, SIC 0..10, 255 masked) on
 dims ``{id}_{chart}_dim0`` x ``{id}_{chart}_dim1``, zlib level 1, no coordinates: the layout the
 AutoICE challenge's scoring expects. It is rebuilt from every *complete* scene of the model in
-the output directory (a scene is complete when its manifest exists; skipped scenes count),
-copying each scene's netCDF by row blocks, and replaced atomically.
+the output directory (a scene is complete when its manifest exists; skipped scenes count:
+:func:`icechart.ops.manifest.complete_scenes`), copying each scene's netCDF by row blocks, and
+replaced atomically. The file records the sha256 of every source netCDF (global attribute
+``icechart_sources``); when the complete scenes and their netCDFs are the same as recorded, the
+rebuild is skipped, so a cron run with nothing new does not copy every scene again.
 """
 
 from __future__ import annotations
@@ -21,30 +24,43 @@ from icechart.errors import BadDataError
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_SUFFIX = ".manifest.json"
 _ROWS = 1000
+SOURCES_ATTR = "icechart_sources"
 
 
 def autoice_name(model_id: str) -> str:
     return f"autoice_{model_id}.nc"
 
 
-def complete_scenes(outdir: Path, model_id: str) -> list[tuple[str, Path]]:
-    """``(scene id, netCDF path)`` of every complete scene of ``model_id`` in ``outdir``, by id."""
-    found: dict[str, Path] = {}
-    for manifest in sorted(Path(outdir).glob(f"*_{model_id}{MANIFEST_SUFFIX}")):
-        try:
-            info = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            logger.warning("%s: unreadable manifest, scene left out of the AutoICE file", manifest)
+def autoice_sources(outdir: Path, model_id: str) -> list[tuple[str, Path, str | None]]:
+    """``(scene id, netCDF path, its sha256 from the manifest)`` of every complete scene of
+    ``model_id`` in ``outdir`` that has a netCDF product, sorted by scene id."""
+    from icechart.ops.manifest import complete_scenes as complete_manifests
+
+    found: list[tuple[str, Path, str | None]] = []
+    for info in complete_manifests(outdir, model_id):
+        sid = str(info.get("scene_id") or "")
+        name = f"{sid}_{model_id}.nc"
+        rec = next((f for f in info.get("files") or [] if f.get("name") == name), None)
+        nc = Path(outdir) / name
+        if not sid or rec is None or not nc.is_file():
+            logger.warning("%s: complete but without a netCDF product; left out of the AutoICE file", sid or "?")
             continue
-        if info.get("model_id") != model_id:
-            continue
-        sid = str(info.get("scene_id", ""))
-        nc = Path(outdir) / f"{sid}_{model_id}.nc"
-        if sid and nc.is_file():
-            found[sid] = nc
-    return sorted(found.items())
+        found.append((sid, nc, rec.get("sha256")))
+    return found
+
+
+def _recorded_sources(path: Path) -> str | None:
+    """The ``icechart_sources`` attribute of an existing AutoICE file (None when unreadable)."""
+    import netCDF4
+
+    if not path.is_file():
+        return None
+    try:
+        with netCDF4.Dataset(path) as ds:
+            return str(ds.getncattr(SOURCES_ATTR)) if SOURCES_ATTR in ds.ncattrs() else None
+    except OSError:
+        return None
 
 
 def write_autoice(outdir: str | Path, model_id: str) -> Path | None:
@@ -60,15 +76,23 @@ def write_autoice(outdir: str | Path, model_id: str) -> Path | None:
     import netCDF4
 
     outdir = Path(outdir)
-    scenes = complete_scenes(outdir, model_id)
+    scenes = autoice_sources(outdir, model_id)
     if not scenes:
         logger.warning("no complete scene of model %s in %s: no AutoICE file written", model_id, outdir)
         return None
     dest = outdir / autoice_name(model_id)
+    sources = json.dumps([[sid, sha] for sid, _, sha in scenes], separators=(",", ":"))
+    if all(sha for *_, sha in scenes) and _recorded_sources(dest) == sources:
+        logger.info("%s is up to date (%d scenes)", dest, len(scenes))
+        return dest
     with atomic_path(dest) as tmp:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as out:
-            out.setncatts({"model_id": model_id, "comment": "AutoICE submission; SIC in classes 0..10"})
-            for sid, path in scenes:
+            out.setncatts({
+                "model_id": model_id,
+                "comment": "AutoICE submission; SIC in classes 0..10",
+                SOURCES_ATTR: sources,
+            })  # fmt: skip
+            for sid, path, _ in scenes:
                 try:
                     src = netCDF4.Dataset(path)
                 except OSError as exc:
