@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import tomllib
 import types
 import typing
@@ -131,7 +132,11 @@ def find_config_file(explicit: str | Path | None) -> Path | None:
             raise InputMissingError(f"{path}: no such configuration file")
         return path
     user = user_config_path()
-    return user if user.is_file() else None
+    try:
+        return user if user.is_file() else None
+    except OSError as exc:  # e.g. `sudo -u` without -H: HOME points at a directory we cannot read
+        logging.getLogger(__name__).warning("%s: cannot check for a user configuration (%s); ignoring it", user, exc.strerror)
+        return None
 
 
 def option_key(param: Any) -> str:

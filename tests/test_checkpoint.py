@@ -111,3 +111,18 @@ def test_arch_mismatch(tmp_path: Path) -> None:
     _save(p, arch={**ARCH, "filters": [8, 8, 8]})
     with pytest.raises(ModelError, match="architecture"):
         load_checkpoint(p)
+
+
+def test_bit_flip_in_weights_is_caught_without_a_model_card(tmp_path: Path) -> None:
+    p = tmp_path / "m.safetensors"
+    _save(p)
+    data = bytearray(p.read_bytes())
+    data[-3] ^= 0x40  # inside the last tensor's bytes; the header stays valid
+    p.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="do not match their recorded sha256"):
+        load_checkpoint(p)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="do not match"):
+        load_checkpoint(run)  # a training run directory

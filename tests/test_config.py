@@ -204,3 +204,16 @@ def test_bad_predict_keys_are_78(tmp_path, text, message):
     r = invoke(["--config", str(cfg), "config", "show", "predict"])
     assert r.exit_code == 78
     assert message in r.output and str(cfg) in r.output
+
+
+def test_unreadable_user_config_dir_is_ignored(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from icechart import config
+
+    def denied(self):  # what Path.is_file raises under a HOME we may not read
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(config, "user_config_path", lambda: tmp_path / "locked" / "config.toml")
+    monkeypatch.setattr(Path, "is_file", denied)
+    assert config.find_config_file(None) is None

@@ -63,6 +63,17 @@ def test_smoke_train_cli(scenes: Path, tmp_path: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
 
 
+def test_existing_run_is_not_overwritten_silently(scenes: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _run("--config", str(TINY), "--data", str(scenes), "-o", str(out), "--epochs", "1")[0] == 0
+    before = (out / "best.safetensors").stat().st_mtime_ns
+    code, text = _run("--config", str(TINY), "--data", str(scenes), "-o", str(out), "--epochs", "1")
+    assert code == 73 and "previous run" in text and "--overwrite" in text
+    assert (out / "best.safetensors").stat().st_mtime_ns == before
+    code, text = _run("--config", str(TINY), "--data", str(scenes), "-o", str(out), "--epochs", "1", "--overwrite")
+    assert code == 0, text
+
+
 def test_resume_continues_identically(scenes: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     assert _run("--config", str(TINY), "--data", str(scenes), "-o", str(a))[0] == 0

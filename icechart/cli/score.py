@@ -108,31 +108,35 @@ def _fmt(x: float | None, nd: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
+def _row(first: str, width: int, cells: list[tuple[Any, int]]) -> str:
+    """One table row: a left-aligned label, then right-aligned cells, always space-separated."""
+    return f"{first:<{width}}" + "".join(f" {str(c):>{w}}" for c, w in cells)
+
+
 def format_table(doc: dict[str, Any]) -> str:
     """The readable summary printed on stdout."""
-    lines = [
-        f"{'chart':<9}{'score':>10}{'AutoICE':>10}{'accuracy':>10}{'macro F1':>10}{'pixels':>12}"
-    ]
+    lines = [_row("chart", 9, [("score", 10), ("AutoICE", 10), ("accuracy", 9), ("macro F1", 9), ("pixels", 11)])]
     for chart in ("SIC", "SOD", "FLOE"):
         c = doc["charts"][chart]
         lines.append(
-            f"{chart:<9}{_fmt(doc[chart], 4):>10}{_fmt(doc['autoice'][chart]):>10}"
-            f"{_fmt(c['accuracy'] * 100, 2):>10}{_fmt(c['f1_macro'] * 100, 2):>10}{c['n_pixels']:>12}"
+            _row(chart, 9, [
+                (_fmt(doc[chart], 4), 10), (_fmt(doc["autoice"][chart]), 10),
+                (_fmt(c["accuracy"] * 100, 2), 9), (_fmt(c["f1_macro"] * 100, 2), 9), (c["n_pixels"], 11),
+            ])  # fmt: skip
         )
-    lines.append(f"{'combined':<9}{_fmt(doc['combined'], 4):>10}{_fmt(doc['autoice']['combined']):>10}")
+    lines.append(_row("combined", 9, [(_fmt(doc["combined"], 4), 10), (_fmt(doc["autoice"]["combined"]), 10)]))
     cal = doc.get("calibration") or {}
     if cal:
         lines.append("")
-        lines.append(f"{'chart':<9}{'ECE':>10}{'MCE':>10}{'pixels':>12}   (confidence calibration, 15 bins)")
+        lines.append(_row("chart", 9, [("ECE", 10), ("MCE", 10), ("pixels", 11)]) + "   (confidence calibration, 15 bins)")
         for chart, c in cal.items():
-            lines.append(f"{chart:<9}{_fmt(c['ece'], 4):>10}{_fmt(c['mce'], 4):>10}{c['n_pixels']:>12}")
+            lines.append(_row(chart, 9, [(_fmt(c["ece"], 4), 10), (_fmt(c["mce"], 4), 10), (c["n_pixels"], 11)]))
     lines.append("")
-    lines.append(f"{'scene':<24}{'SIC':>9}{'SOD':>9}{'FLOE':>9}{'combined':>10}")
+    lines.append(_row("scene", 24, [("SIC", 8), ("SOD", 8), ("FLOE", 8), ("combined", 9)]))
     for sid, s in doc["scenes"].items():
         sc = s["scores"]
         lines.append(
-            f"{sid:<24}{_fmt(sc['SIC'], 2):>9}{_fmt(sc['SOD'], 2):>9}{_fmt(sc['FLOE'], 2):>9}"
-            f"{_fmt(sc['combined'], 2):>10}"
+            _row(sid, 24, [(_fmt(sc[k], 2), w) for k, w in (("SIC", 8), ("SOD", 8), ("FLOE", 8), ("combined", 9))])
         )
     lines.append(f"({len(doc['scenes'])} scene(s); scores in percent; AutoICE = challenge rounding)")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 @click.option("-o", "--out", type=str, default=None, help="Run directory (checkpoints, metrics, split); overrides `out`.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a [train] key (TOML value), repeatable.")
 @click.option("--resume", is_flag=True, help="Continue from RUNDIR/last.pt with its optimiser, scheduler and RNG states.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous run in RUNDIR (else exit 73 unless --resume).")
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="Train N networks with seeds seed..seed+N-1; report mean and SD.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Number of epochs (overrides `epochs`).")
 @click.option("--seed", type=int, default=None, help="Random seed (overrides `seed`).")
@@ -28,6 +29,7 @@ def train(
     out: str | None,
     overrides: tuple[str, ...],
     resume: bool,
+    overwrite: bool,
     runs: int | None,
     epochs: int | None,
     seed: int | None,
@@ -61,7 +63,7 @@ def train(
         cache_dir=cache_dir,
         device=None if device == "auto" else device,
     )
-    results, summary = train_runs(cfg, resume=resume)
+    results, summary = train_runs(cfg, resume=resume, overwrite=overwrite)
     rows = [(f"run {k + 1}", r.scores) for k, r in enumerate(results)]
     if len(results) > 1:
         rows.append(("mean", summary["mean"] or None))

@@ -261,7 +261,8 @@ def open_scene(
             path, engine="netcdf4", mask_and_scale=False, decode_times=False, cache=False
         )
     except Exception as exc:  # netCDF4/HDF5 raise many types for a bad file
-        raise BadDataError(f"{path}: not a readable netCDF file ({_short(exc)})") from exc
+        reason = _short(exc).replace(f": '{path}'", "").replace(str(path), "the file")
+        raise BadDataError(f"{path}: not a readable netCDF file ({reason})") from exc
     try:
         scene = _validate(ds, path, list(channels), sar_fill, require_valid)
     except BadDataError:

@@ -19,6 +19,7 @@ top level or in a ``[model]`` table::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tomllib
@@ -40,6 +41,7 @@ from icechart.model.unet import UNet, build_net
 logger = logging.getLogger(__name__)
 
 META_KEY = "icechart"
+DIGEST_KEY = "icechart.weights_sha256"
 FORMAT_VERSION = 1
 META_KEYS = (
     "channels",
@@ -112,8 +114,19 @@ def save_checkpoint(path: str | Path, net: nn.Module, meta: Mapping[str, Any]) -
     full["format_version"] = FORMAT_VERSION
     text = json.dumps(_jsonable(full), sort_keys=True)
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={META_KEY: text})
+        save_file(state, str(tmp), metadata={META_KEY: text, DIGEST_KEY: tensors_sha256(state)})
     return sha256_file(path)
+
+
+def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the tensors (names, dtypes, shapes, bytes), stored in the file's header so a
+    corrupted checkpoint is caught even when no model card pins the file's sha256."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _resolve(path: Path) -> tuple[Path, str | None, str | None]:
@@ -163,12 +176,15 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             for k in fh.keys():
                 state[k] = fh.get_tensor(k)
         meta = json.loads(header[META_KEY])
+        digest = header.get(DIGEST_KEY)
     except KeyError:
         raise ModelError(f"{path}: not an icechart checkpoint (no `{META_KEY}` metadata)") from None
     except Exception as exc:
         raise ModelError(f"{path}: corrupt or unreadable checkpoint ({_short(exc)})") from exc
     if not isinstance(meta, dict):
         raise ModelError(f"{path}: checkpoint metadata is not a JSON object")
+    if digest is not None and tensors_sha256(state) != digest:
+        raise ModelError(f"{path}: corrupt checkpoint (weights do not match their recorded sha256)")
     return state, meta
 
 

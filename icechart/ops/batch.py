@@ -87,7 +87,10 @@ class SceneResult:
             parts.append(f"peak_gpu={self.peak_gpu_mib:.0f}MiB")
         parts.append(f"input={self.path}")
         line = " ".join(parts)
-        return f"{line}: {self.message}" if self.message and self.status != "ok" else line
+        if not self.message or self.status == "ok":
+            return line
+        # error messages start with the file they are about: it is already on the line
+        return f"{line}: {self.message.removeprefix(f'{self.path}: ')}"
 
     def fields(self) -> dict[str, Any]:
         """The same summary as structured fields (for ``--log-format json``)."""

@@ -30,7 +30,7 @@ from torch import nn
 from icechart import __version__
 from icechart.atomic import atomic_path
 from icechart.classes import CHARTS, CLASS_TABLE_VERSION
-from icechart.errors import ConfigError, ModelError
+from icechart.errors import ConfigError, ModelError, OutputError
 from icechart.features import norm_from_stacks
 from icechart.model.checkpoint import save_checkpoint
 from icechart.model.unet import build_net, count_parameters
@@ -201,7 +201,25 @@ def _load_last(path: Path) -> dict[str, Any]:
 
 
 # -- the loop --------------------------------------------------------------------------------
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> RunResult:
+RUN_MARKERS = ("last.pt", "best.safetensors", "metrics.jsonl", "summary.json", "run-1")
+
+
+def refuse_previous_run(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """A run directory that holds a run is continued (--resume) or replaced (--overwrite),
+    never silently overwritten (OutputError, 73)."""
+    if resume or overwrite or not out.is_dir():
+        return
+    found = [m for m in RUN_MARKERS if (out / m).exists()]
+    if found:
+        raise OutputError(
+            f"{out}: holds a previous run ({found[0]}); use --resume to continue it or "
+            "--overwrite to replace it"
+        )
+
+
+def train(
+    cfg: TrainConfig, *, resume: bool = False, progress: bool = True, overwrite: bool = False
+) -> RunResult:
     """Train one network.
 
     Parameters
@@ -212,6 +230,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> R
         Continue from ``out/last.pt`` with its optimiser, scheduler and RNG states.
     progress
         Show a progress bar (terminal) or periodic log lines.
+    overwrite
+        Replace a previous run in ``out`` (else OutputError unless ``resume``).
 
     Raises
     ------
@@ -227,6 +247,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> R
         A corrupt resume checkpoint (69).
     """
     t_start = time.perf_counter()
+    refuse_previous_run(Path(cfg.out), resume=resume, overwrite=overwrite)
     dist = _Dist(cfg.device)
     try:
         return _train(cfg, dist, resume=resume, progress=progress, t_start=t_start)
@@ -480,7 +501,9 @@ def _calibrate_ensemble(manifest: Path, cfg: TrainConfig, cache: str) -> dict[st
     return cal
 
 
-def train_runs(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> tuple[list[RunResult], dict[str, Any]]:
+def train_runs(
+    cfg: TrainConfig, *, resume: bool = False, progress: bool = True, overwrite: bool = False
+) -> tuple[list[RunResult], dict[str, Any]]:
     """Train ``cfg.runs`` networks with seeds ``seed, seed+1, ...`` (paper Table 4).
 
     With one run the run directory is ``cfg.out``; with N it holds ``run-1`` ... ``run-N``, a
@@ -488,9 +511,10 @@ def train_runs(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     listing the member checkpoints.
     """
     if cfg.runs == 1:
-        r = train(cfg, resume=resume, progress=progress)
+        r = train(cfg, resume=resume, progress=progress, overwrite=overwrite)
         return [r], _summary([r])
     out = Path(cfg.out)
+    refuse_previous_run(out, resume=resume, overwrite=overwrite)
     writable_dir(out)
     cache = str(default_cache_dir(cfg))
     results = []
@@ -501,7 +525,7 @@ def train_runs(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
         sub = cfg.replace(seed=cfg.seed + k, out=str(out / f"run-{k + 1}"), runs=1, cache_dir=cache, val_seed=val_seed)
         do_resume = resume and (Path(sub.out) / "last.pt").exists()
         logger.info("run %d/%d (seed %d)", k + 1, cfg.runs, sub.seed)
-        results.append(train(sub, resume=do_resume, progress=progress))
+        results.append(train(sub, resume=do_resume, progress=progress, overwrite=True))
     summary = _summary(results)
     _write_json(out / "summary.json", summary)
     from icechart.model.ensemble import write_manifest
