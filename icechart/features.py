@@ -95,6 +95,39 @@ def _block_reduce_mean(a: np.ndarray, factor: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def _column_windows(scene: Scene, names: Sequence[str], samples: int, factor: int) -> list[tuple[int, int]]:
+    """SAR column ranges ``[c0, c1)`` to read the SAR-like channels in (multiples of ``factor``).
+
+    A variable stored in compressed chunks is decompressed a whole chunk at a time. Full-width
+    row blocks shorter than a chunk reuse each chunk only while HDF5's chunk cache (64 MiB per
+    variable by default) holds a whole row of chunks. For a 10000 x 10000 scene with
+    2000 x 2000 float32 chunks it does not (80 MB), and every chunk was decompressed ~6 times
+    (features took 8 s instead of 4.5 s). Then the columns are cut into windows of whole chunks
+    that fit the cache, walked down the rows before moving right, so each chunk is decompressed
+    once and memory does not grow with the scene width. Otherwise (contiguous variables, or a
+    chunk row that fits) one full-width window, as fewer, longer reads are faster.
+    """
+    import netCDF4
+
+    cache = int(netCDF4.get_chunk_cache()[0])  # the default each opened variable gets
+    width = samples
+    for name in {*names, C.PRIMARY, C.SECONDARY}:
+        if name not in scene.ds:
+            continue
+        var = scene.ds[name]
+        chunks = var.encoding.get("chunksizes")
+        if not chunks or len(chunks) != 2 or chunks[1] >= samples:
+            continue
+        chunk_bytes = int(chunks[0]) * int(chunks[1]) * var.dtype.itemsize
+        per_row = -(-samples // int(chunks[1]))
+        if per_row * chunk_bytes <= cache // 2:
+            continue  # a whole row of chunks stays cached
+        fit = max(1, cache // 2 // max(chunk_bytes, 1))  # chunks a window may span
+        width = min(width, fit * int(chunks[1]))
+    width = max(factor, width // factor * factor)
+    return [(c0, min(c0 + width, samples)) for c0 in range(0, samples, width)]
+
+
 def _coarse_index(pos: np.ndarray, n_coarse: int, interp: Interp) -> np.ndarray:
     """Fractional (bilinear) or integer (nearest) coarse-grid index of SAR positions."""
     f = C.COARSE_FACTOR
@@ -153,17 +186,22 @@ def raw_features(
     ccent = pixel_centres(samples, factor, method)
     sar_idx = [(k, c) for k, c in enumerate(channels) if C.channel_kind(c) == "sar"]
     if sar_idx:
-        for b0 in range(r0, r1, _BLOCK_OUT_ROWS):
-            b1 = min(b0 + _BLOCK_OUT_ROWS, r1)
-            if method == "subsample":
-                win = (slice(b0 * factor, min(b1 * factor, lines), factor), slice(None, None, factor))
-            else:
-                win = (slice(b0 * factor, min(b1 * factor, lines)), slice(None))
-            valid = scene.valid(win)
-            for k, name in sar_idx:
-                a = scene.sar(name, win)
-                a = np.where(valid, a, np.float32(np.nan))
-                out[k, b0 - r0 : b1 - r0] = a if method == "subsample" else _block_reduce_mean(a, factor)
+        # Column windows outermost, row blocks inside: see _column_windows.
+        for c0, c1 in _column_windows(scene, [c for _, c in sar_idx], samples, factor):
+            o0, o1 = c0 // factor, -(-c1 // factor)
+            cols = slice(c0, c1, factor) if method == "subsample" else slice(c0, c1)
+            for b0 in range(r0, r1, _BLOCK_OUT_ROWS):
+                b1 = min(b0 + _BLOCK_OUT_ROWS, r1)
+                if method == "subsample":
+                    win = (slice(b0 * factor, min(b1 * factor, lines), factor), cols)
+                else:
+                    win = (slice(b0 * factor, min(b1 * factor, lines)), cols)
+                valid = scene.valid(win)
+                for k, name in sar_idx:
+                    a = scene.sar(name, win)
+                    a = np.where(valid, a, np.float32(np.nan))
+                    red = a if method == "subsample" else _block_reduce_mean(a, factor)
+                    out[k, b0 - r0 : b1 - r0, o0:o1] = red
     for k, name in enumerate(channels):
         kind = C.channel_kind(name)
         if kind == "coarse":

@@ -151,3 +151,17 @@ def test_labels_mode_and_subsample(scene_path: Path) -> None:
 def test_block_mode_partial_blocks() -> None:
     a = np.array([[1, 1, 2], [2, 2, 2], [3, 3, 255]], np.uint8)
     np.testing.assert_array_equal(block_mode(a, 2), [[1, 2], [3, 255]])
+
+
+@pytest.mark.parametrize("method", ["mean", "subsample"])
+def test_column_windows_match_full_width(scene_path: Path, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """Reading the SAR in column windows (large chunked scenes) gives the same stack."""
+    import icechart.features as F
+
+    channels = [C.PRIMARY, C.SECONDARY, "distance_map", "month"]
+    with open_scene(scene_path) as scene:
+        whole = raw_features(scene, channels, factor=10, method=method)
+        # windows of whole model cells, the last one partial (117 samples)
+        monkeypatch.setattr(F, "_column_windows", lambda s, n, samples, f: [(0, 30), (30, 60), (60, samples)])
+        windowed = raw_features(scene, channels, factor=10, method=method)
+    np.testing.assert_array_equal(windowed, whole)

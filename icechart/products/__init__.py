@@ -106,8 +106,19 @@ def product_paths(
     return paths
 
 
-def _block_rows(factor: int, target: int = 500) -> int:
-    return factor * max(1, round(target / factor))
+BLOCK_PIXELS = 2_500_000
+"""Full-resolution pixels per row block (500 lines of a 5000-sample scene).
+
+Each block passes through a few dozen work arrays (masks, bilinear weights, lat/lon, the
+upsampled charts), so the block's *pixel count*, not its line count, sets the memory of the
+product pass: wider scenes get fewer lines per block and the pass stays flat in memory."""
+
+
+def _block_rows(factor: int, samples: int = 5000, target: int = 500) -> int:
+    """Lines per row block: at most ``target``, and at most :data:`BLOCK_PIXELS` pixels, in
+    whole model cells (a multiple of ``factor``)."""
+    rows = min(target, BLOCK_PIXELS // max(int(samples), 1))
+    return factor * max(1, round(rows / factor))
 
 
 class _LowresStatus:
@@ -231,8 +242,8 @@ def write_products(
     for k in ("upsample", "netcdf", "geotiff", "png", "shapefile"):
         tm.setdefault(k, 0.0)
     factor = prediction.factor
-    block_rows = _block_rows(factor)
     lines, samples = prediction.shape
+    block_rows = _block_rows(factor, samples)
     stem = f"{scene.scene_id}_{model_id}"
     written: list[Path] = []
     has_se = prediction.sic_se is not None
@@ -324,6 +335,9 @@ def write_products(
             t = time.perf_counter()
             nc.close()
             tm["netcdf"] += time.perf_counter() - t
+        # The gather tables (8 bytes per target pixel) and the geolocation nodes are done with:
+        # free them before the writers below allocate (the PNG rendering is the last peak).
+        gather = geo = it = b = arrays = None  # type: ignore[assignment]
 
         tags = {
             "scene_id": scene.scene_id,

@@ -241,6 +241,11 @@ class LatLonBlocks:
         return lat, lon
 
 
+_WRITE_CACHE_BYTES = 4 * 2**20
+"""HDF5 chunk cache per written variable (size 0 would mean "unchanged" to netCDF-C)."""
+_WRITE_CACHE_SLOTS = 7
+
+
 def _chunks(lines: int, samples: int, block_rows: int) -> tuple[int, int]:
     """Chunks that whole row blocks fill: rows divide the block, columns at most ~4096."""
     rows = min(lines, block_rows // 2 if block_rows % 2 == 0 else block_rows)
@@ -294,6 +299,11 @@ class NetcdfWriter:
         nc.createDimension(dims[0], lines)
         nc.createDimension(dims[1], samples)
         chunks = _chunks(lines, samples, block_rows)
+        # Every write() fills whole chunks, so HDF5's chunk cache only holds finished, dirty
+        # chunks: with the default (64 MiB per variable) it keeps up to ~0.5 GiB of the file in
+        # memory until close, growing with the scene. A small cache with preemption 1 makes
+        # HDF5 compress and write each chunk as it is completed (and is also faster).
+        cache = dict(size=_WRITE_CACHE_BYTES, nelems=_WRITE_CACHE_SLOTS, preemption=1.0)
         va = variable_attrs(sic_standard_error=sic_standard_error, temperature=temperature)
         self.names = CHART_VARIABLES + ((SE_VARIABLE,) if sic_standard_error else ())
         self.vars = {}
@@ -302,6 +312,7 @@ class NetcdfWriter:
                 name, "f4", dims, zlib=True, complevel=complevel, shuffle=True,
                 chunksizes=chunks, fill_value=False,
             )  # fmt: skip
+            v.set_var_chunk_cache(**cache)
             v.setncatts(va[name])
             self.vars[name] = v
         for name in self.names:
@@ -311,6 +322,7 @@ class NetcdfWriter:
                 chunksizes=chunks, fill_value=fill,
             )  # fmt: skip
             v.set_auto_maskandscale(False)
+            v.set_var_chunk_cache(**cache)
             v.setncatts(va[name])
             self.vars[name] = v
 
