@@ -35,6 +35,40 @@ def colormap(chart: str) -> dict[int, tuple[int, int, int, int]]:
     return cmap
 
 
+def _profile(data: np.ndarray, grid: Any, **extra: Any) -> dict[str, Any]:
+    """Tiled, DEFLATE-compressed single-band uint8 profile on ``grid`` with nodata 255."""
+    height, width = data.shape
+    return {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": grid.crs.to_wkt(),
+        "transform": grid.transform,
+        "nodata": FILL,
+        "compress": "deflate",
+        "zlevel": 6,
+        "tiled": True,
+        "blockxsize": TILE,
+        "blockysize": TILE,
+        **extra,
+    }
+
+
+def _finish(dst: Any, data: np.ndarray, tags: dict[str, str] | None, overviews: bool) -> None:
+    """Dataset tags and nearest-neighbour overviews (class values must not be averaged)."""
+    from rasterio.enums import Resampling
+
+    if tags:
+        dst.update_tags(**tags)
+    if overviews:
+        factors = [f for f in (2, 4, 8, 16) if min(data.shape) // f >= TILE // 2]
+        if factors:
+            dst.build_overviews(factors, Resampling.nearest)
+            dst.update_tags(ns="rio_overview", resampling="nearest")
+
+
 def write_geotiff(
     path: Path,
     data: np.ndarray,
@@ -60,26 +94,9 @@ def write_geotiff(
         Extra dataset tags (model id, scene id, ...).
     """
     import rasterio
-    from rasterio.enums import ColorInterp, Resampling
+    from rasterio.enums import ColorInterp
 
-    height, width = data.shape
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": 1,
-        "dtype": "uint8",
-        "crs": grid.crs.to_wkt(),
-        "transform": grid.transform,
-        "nodata": FILL,
-        "compress": "deflate",
-        "zlevel": 6,
-        "predictor": 1,
-        "tiled": True,
-        "blockxsize": TILE,
-        "blockysize": TILE,
-        "photometric": "palette",
-    }
+    profile = _profile(data, grid, predictor=1, photometric="palette")
     with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(data, 1)
@@ -94,13 +111,7 @@ def write_geotiff(
                 units="%" if chart == "SIC" else "class",
                 values=values + f", {FILL}=no data",
             )
-            if tags:
-                dst.update_tags(**tags)
-            if overviews:
-                factors = [f for f in (2, 4, 8, 16) if min(width, height) // f >= TILE // 2]
-                if factors:
-                    dst.build_overviews(factors, Resampling.nearest)
-                    dst.update_tags(ns="rio_overview", resampling="nearest")
+            _finish(dst, data, tags, overviews)
 
 
 def _description(chart: str) -> str:
@@ -133,34 +144,11 @@ def write_layer_geotiff(
     (continuous values); the band description and ``units`` tag name the layer.
     """
     import rasterio
-    from rasterio.enums import Resampling
 
-    height, width = data.shape
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": 1,
-        "dtype": "uint8",
-        "crs": grid.crs.to_wkt(),
-        "transform": grid.transform,
-        "nodata": FILL,
-        "compress": "deflate",
-        "zlevel": 6,
-        "predictor": 2,
-        "tiled": True,
-        "blockxsize": TILE,
-        "blockysize": TILE,
-    }
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+    profile = _profile(data, grid, predictor=2)  # continuous values: horizontal differencing
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(data, 1)
             dst.set_band_description(1, LAYER_DESCRIPTIONS.get(name, name))
             dst.update_tags(1, units="%", layer=name)
-            if tags:
-                dst.update_tags(**tags)
-            if overviews:
-                factors = [f for f in (2, 4, 8, 16) if min(width, height) // f >= TILE // 2]
-                if factors:
-                    dst.build_overviews(factors, Resampling.nearest)
-                    dst.update_tags(ns="rio_overview", resampling="nearest")
+            _finish(dst, data, tags, overviews)
