@@ -9,7 +9,6 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-SHARED = Path(os.environ.get("ICECHART_SIGRID_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "sigrid3"))
 
 
 @pytest.fixture(autouse=True)
