@@ -6,6 +6,12 @@ Library code raises these; only :mod:`icechart.cli.main` turns them into process
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's text, at most ``limit`` characters (its type name when
+    empty), for one-line error messages that quote a library's error."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:limit] or type(exc).__name__
+
+
 class IcechartError(Exception):
     """Root of every error icechart reports to a user. ``exit_code`` is the sysexits code."""
 

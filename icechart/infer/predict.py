@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from icechart.classes import CHARTS, FILL, N_CLASSES
-from icechart.errors import BadDataError, ModelError, TryAgainError
+from icechart.errors import BadDataError, ModelError, TryAgainError, first_line
 from icechart.infer.tiling import Blender, iter_tiles
 from icechart.io import contract as C
 from icechart.io.scene import Scene, open_scene
@@ -445,7 +445,7 @@ def forward(
     except RuntimeError as exc:  # CUDA OOM is a RuntimeError subclass
         if "out of memory" in str(exc).lower():
             raise TryAgainError(
-                f"out of GPU memory ({str(exc).splitlines()[0][:80]}); retry with a smaller "
+                f"out of GPU memory ({first_line(exc, 80)}); retry with a smaller "
                 "tile size or on CPU"
             ) from exc
         raise

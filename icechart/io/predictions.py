@@ -33,6 +33,7 @@ from icechart.calibration import ReliabilityAccumulator
 from icechart.classes import CHARTS, FILL
 from icechart.errors import BadDataError, InputMissingError
 from icechart.io import contract as C
+from icechart.paths import unique_paths
 from icechart.score import ScoreAccumulator, ScoreResult
 
 logger = logging.getLogger(__name__)
@@ -170,14 +171,7 @@ def discover(
         else:
             raise InputMissingError(f"{spec}: no such file or directory")
     # The same file named twice (e.g. a file and its directory) counts once.
-    seen: set[Path] = set()
-    unique = []
-    for p in out:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
+    return unique_paths(out)
 
 
 def chart_sources(path: Path) -> list[ChartSource]:

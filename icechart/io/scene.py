@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from icechart.classes import FILL
-from icechart.errors import BadDataError, InputMissingError
+from icechart.errors import BadDataError, InputMissingError, first_line
 from icechart.io import contract as C
 from icechart.io.georef import interpolate_latlon, tie_positions
 
@@ -261,7 +261,7 @@ def open_scene(
             path, engine="netcdf4", mask_and_scale=False, decode_times=False, cache=False
         )
     except Exception as exc:  # netCDF4/HDF5 raise many types for a bad file
-        reason = _short(exc).replace(f": '{path}'", "").replace(str(path), "the file")
+        reason = first_line(exc).replace(f": '{path}'", "").replace(str(path), "the file")
         raise BadDataError(f"{path}: not a readable netCDF file ({reason})") from exc
     try:
         scene = _validate(ds, path, list(channels), sar_fill, require_valid)
@@ -270,12 +270,8 @@ def open_scene(
         raise
     except Exception as exc:  # a truncated file fails on the first data read
         ds.close()
-        raise BadDataError(f"{path}: cannot read data ({_short(exc)}); truncated file?") from exc
+        raise BadDataError(f"{path}: cannot read data ({first_line(exc)}); truncated file?") from exc
     return scene
-
-
-def _short(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200] or type(exc).__name__
 
 
 def _validate(

@@ -34,7 +34,7 @@ from torch import nn
 
 from icechart.atomic import atomic_path
 from icechart.classes import CLASS_TABLE_VERSION
-from icechart.errors import ModelError
+from icechart.errors import ModelError, first_line
 from icechart.hashing import sha256_file
 from icechart.model.unet import UNet, build_net
 
@@ -165,7 +165,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             obj = torch.load(path, map_location="cpu", weights_only=True)
             state, meta = obj["model"], json.loads(obj["meta"])
         except Exception as exc:
-            raise ModelError(f"{path}: corrupt or unreadable checkpoint ({_short(exc)})") from exc
+            raise ModelError(f"{path}: corrupt or unreadable checkpoint ({first_line(exc, 160)})") from exc
         return state, meta
     from safetensors import safe_open
 
@@ -180,16 +180,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     except KeyError:
         raise ModelError(f"{path}: not an icechart checkpoint (no `{META_KEY}` metadata)") from None
     except Exception as exc:
-        raise ModelError(f"{path}: corrupt or unreadable checkpoint ({_short(exc)})") from exc
+        raise ModelError(f"{path}: corrupt or unreadable checkpoint ({first_line(exc, 160)})") from exc
     if not isinstance(meta, dict):
         raise ModelError(f"{path}: checkpoint metadata is not a JSON object")
     if digest is not None and tensors_sha256(state) != digest:
         raise ModelError(f"{path}: corrupt checkpoint (weights do not match their recorded sha256)")
     return state, meta
-
-
-def _short(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:160] or type(exc).__name__
 
 
 def check_meta(meta: Mapping[str, Any], *, where: str | Path) -> None:
@@ -242,7 +238,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         net = build_net(meta["arch"])
         net.load_state_dict(state, strict=True)
     except Exception as exc:
-        raise ModelError(f"{weights}: weights do not match the architecture ({_short(exc)})") from exc
+        raise ModelError(f"{weights}: weights do not match the architecture ({first_line(exc, 160)})") from exc
     net.to(device).eval()
     model_id = card_id or f"ckpt-{sha[:12]}"
     return LoadedModel(net=net, meta=meta, model_id=model_id, sha256=sha, path=weights)

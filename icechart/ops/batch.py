@@ -35,6 +35,7 @@ from icechart.errors import (
 )
 from icechart.io.contract import scene_id_from
 from icechart.ops import manifest as M
+from icechart.paths import unique_paths
 
 logger = logging.getLogger(__name__)
 
@@ -165,21 +166,16 @@ def collect_scenes(paths: Iterable[str | Path]) -> list[Path]:
     resolved path) are dropped, keeping the first.
     """
     out: list[Path] = []
-    seen: set[Path] = set()
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if _is_scene_file(q))
             if not found:
                 logger.warning("%s: no *.nc scene files in this directory", p)
+            out.extend(found)
         else:
-            found = [p]
-        for q in found:
-            key = q.resolve()
-            if key not in seen:
-                seen.add(key)
-                out.append(q)
-    return out
+            out.append(p)
+    return unique_paths(out)
 
 
 def prepare_outdir(outdir: str | Path) -> Path:

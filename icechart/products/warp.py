@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from icechart.errors import ConfigError
+from icechart.errors import ConfigError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def parse_crs(crs: str | int | Any) -> Any:
     try:
         out = CRS.from_user_input(text)
     except CRSError as exc:
-        raise ConfigError(f"unknown CRS {crs!r} ({str(exc).splitlines()[0][:100]})") from exc
+        raise ConfigError(f"unknown CRS {crs!r} ({first_line(exc, 100)})") from exc
     if not out.is_projected:
         raise ConfigError(f"CRS {crs!r} is not a projected CRS; use e.g. EPSG:3413 or EPSG:6931")
     return out

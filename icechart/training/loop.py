@@ -30,7 +30,7 @@ from torch import nn
 from icechart import __version__
 from icechart.atomic import atomic_path
 from icechart.classes import CHARTS, CLASS_TABLE_VERSION
-from icechart.errors import ConfigError, ModelError, OutputError
+from icechart.errors import ConfigError, ModelError, OutputError, first_line
 from icechart.features import norm_from_stacks
 from icechart.model.checkpoint import save_checkpoint
 from icechart.model.unet import build_net, count_parameters
@@ -196,8 +196,7 @@ def _load_last(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ModelError(f"{path}: nothing to resume (no last.pt in the run directory)") from None
     except Exception as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise ModelError(f"{path}: corrupt resume checkpoint ({first})") from exc
+        raise ModelError(f"{path}: corrupt resume checkpoint ({first_line(exc, 160)})") from exc
 
 
 # -- the loop --------------------------------------------------------------------------------
