@@ -31,7 +31,7 @@ import torch
 from icechart.synth import write_scenes
 from icechart.train import TrainConfig, train
 from icechart.training.augment import AugmentSpec, augment_batch
-from icechart.training.data import PatchSampler, default_cache_dir, load_all
+from icechart.training.data import PatchSampler, load_all
 
 logger = logging.getLogger(__name__)
 

@@ -12,17 +12,12 @@ from click.testing import CliRunner
 
 from icechart.cli.main import cli
 from icechart.io.contract import DEFAULT_CHANNELS
-from icechart.model.checkpoint import save_checkpoint
-from icechart.model.unet import build_net
 from icechart.synth import make_scene, write_scene
+from icechart.testing import random_checkpoint
 
 
 def _model(path: Path, channels: list[str]) -> Path:
-    torch.manual_seed(0)
-    net = build_net({"in_channels": len(channels), "filters": [8, 8, 16], "sic_mode": "regression"})
-    save_checkpoint(path, net, {"channels": channels, "factor": 10, "downscale_method": "mean", "interp": "bilinear",
-                                "norm": {"mean": [0.0] * len(channels), "std": [1.0] * len(channels)}})  # fmt: skip
-    return path
+    return random_checkpoint(path, channels=channels)
 
 
 @pytest.fixture(scope="module")

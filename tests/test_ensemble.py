@@ -9,7 +9,6 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from icechart.calibration import (
@@ -22,29 +21,20 @@ from icechart.cli.main import cli
 from icechart.errors import ModelError
 from icechart.infer import predict as P
 from icechart.io.scene import open_scene
-from icechart.model.checkpoint import load_checkpoint, save_checkpoint
+from icechart.model.checkpoint import load_checkpoint
 from icechart.model.ensemble import EnsembleModel, load_ensemble, write_manifest
-from icechart.model.unet import build_net
 from icechart.synth import make_scene, write_scene
+from icechart.testing import random_checkpoint
 
 CHANNELS = ["nersc_sar_primary", "nersc_sar_secondary", "btemp_18_7h", "month"]
 
 
 def save_member(path: Path, *, seed: int, factor: int = 10, channels: list[str] = CHANNELS,
                 norm_shift: float = 0.0, calibration: dict | None = None) -> Path:  # fmt: skip
-    torch.manual_seed(seed)
-    net = build_net({"in_channels": len(channels), "filters": [4, 8]})
-    meta = {
-        "channels": channels,
-        "factor": factor,
-        "downscale_method": "mean",
-        "interp": "bilinear",
-        "norm": {"mean": [norm_shift] * len(channels), "std": [1.0] * len(channels)},
-    }
-    if calibration:
-        meta["calibration"] = calibration
-    save_checkpoint(path, net, meta)
-    return path
+    return random_checkpoint(
+        path, channels=channels, filters=(4, 8), factor=factor, seed=seed, norm_shift=norm_shift,
+        extra_meta={"calibration": calibration} if calibration else None,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -14,26 +14,15 @@ from icechart.errors import BadDataError, ModelError
 from icechart.infer import predict as P
 from icechart.io.contract import DEFAULT_CHANNELS
 from icechart.io.scene import open_scene
-from icechart.model.checkpoint import save_checkpoint
-from icechart.model.unet import build_net
 from icechart.synth import make_scene, write_scene
+from icechart.testing import random_checkpoint
 
 CHANNELS = list(DEFAULT_CHANNELS)
 
 
 def save_tiny_model(path: Path, *, channels: list[str] = CHANNELS, sic_mode: str = "regression", seed: int = 0) -> Path:
     """A random-weights tiny U-Net checkpoint with the full input contract."""
-    torch.manual_seed(seed)
-    net = build_net({"in_channels": len(channels), "filters": [8, 8, 16], "sic_mode": sic_mode})
-    meta = {
-        "channels": channels,
-        "factor": 10,
-        "downscale_method": "mean",
-        "interp": "bilinear",
-        "norm": {"mean": [0.0] * len(channels), "std": [1.0] * len(channels)},
-    }
-    save_checkpoint(path, net, meta)
-    return path
+    return random_checkpoint(path, channels=channels, sic_mode=sic_mode, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from icechart.atomic import TMP_PREFIX
-from icechart.io.contract import DEFAULT_CHANNELS
-from icechart.model.checkpoint import save_checkpoint
-from icechart.model.unet import build_net
 from icechart.synth import make_scene, write_scene
+from icechart.testing import random_checkpoint
 
 SHAPE = (100, 90)
 
@@ -99,12 +96,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict:
         p.parent.mkdir(exist_ok=True)
         write_scene(ds, p)
         scenes.append(p)
-    ch = list(DEFAULT_CHANNELS)
-    torch.manual_seed(0)
-    net = build_net({"in_channels": len(ch), "filters": [8, 8, 16], "sic_mode": "regression"})
-    model = d / "m.safetensors"
-    save_checkpoint(model, net, {"channels": ch, "factor": 10, "downscale_method": "mean", "interp": "bilinear",
-                                 "norm": {"mean": [0.0] * len(ch), "std": [1.0] * len(ch)}})  # fmt: skip
+    model = random_checkpoint(d / "m.safetensors")
     hooks = d / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(HOOK)

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from icechart.classes import CHARTS, COLOURS, FILL, N_CLASSES, TO_CODE, code_to_class
 from icechart.errors import ConfigError
 from icechart.infer.predict import load_model, predict_scene
 from icechart.io.scene import open_scene
-from icechart.model.checkpoint import save_checkpoint
-from icechart.model.unet import build_net
-from icechart.io.contract import DEFAULT_CHANNELS
 from icechart.products import parse_formats, product_paths, write_products
 from icechart.products import sigrid3
 from icechart.products.autoice import write_autoice
 from icechart.products.warp import InverseGeolocation, grid_positions, parse_crs, target_grid
+from icechart.testing import random_checkpoint
 from icechart.synth import make_scene, write_scene
 
 SHAPE = (157, 133)
@@ -31,13 +27,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ds = make_scene(SHAPE, seed=21)
     scene_path = d / ds.attrs["scene_id"]
     write_scene(ds, scene_path)
-    ch = list(DEFAULT_CHANNELS)
-    torch.manual_seed(1)
-    net = build_net({"in_channels": len(ch), "filters": [8, 8, 16], "sic_mode": "regression"})
-    meta = {"channels": ch, "factor": 10, "downscale_method": "mean", "interp": "bilinear",
-            "norm": {"mean": [0.0] * len(ch), "std": [1.0] * len(ch)}}  # fmt: skip
-    save_checkpoint(d / "m.safetensors", net, meta)
-    model = load_model(str(d / "m.safetensors"))
+    model = load_model(str(random_checkpoint(d / "m.safetensors", seed=1)))
     out = d / "out"
     out.mkdir()
     scene = open_scene(scene_path)

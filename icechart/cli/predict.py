@@ -20,7 +20,7 @@ from icechart.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from icechart.ops.batch import BatchResult, SceneOutput
+    from icechart.ops.batch import BatchResult
 
 logger = logging.getLogger(__name__)
 
