@@ -7,7 +7,7 @@ import pytest
 
 from icechart.classes import FILL
 from icechart.io import contract as C
-from icechart.synth import make_scene
+from icechart.synth import SCALING, Physics, make_scene
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +59,110 @@ def test_nan_borders_and_land_are_unlabelled(ds):
     assert (ds["SIC"].values[land & ~nan] == FILL).all()
 
 
-def test_learnable_signal(ds):
-    """Each chart is visible in the inputs as documented in icechart.synth."""
-    hh, hv = ds[C.PRIMARY].values, ds[C.SECONDARY].values
-    sic, sod, floe = (ds[v].values.astype(int) for v in ("SIC", "SOD", "FLOE"))
-    inc = ds["sar_incidenceangle"].values
-    ok = (sic != FILL) & np.isfinite(hh)
-    s = sic[ok] / 10.0
-    hh_resid = hh[ok] + 1.0 + 0.03 * (inc[ok] - 33) - s * 0.45 * sod[ok]
-    hv_resid = hv[ok] + 1.2 - 1.4 * s - 0.12 * floe[ok]
-    assert abs(hh_resid.mean()) < 0.05 and 0.3 < hh_resid.std() < 0.4
-    assert abs(hv_resid.mean()) < 0.05 and 0.25 < hv_resid.std() < 0.35
-    # AMSR2 rises with concentration
+def _db(ds, name):
+    """Stored standard-scaled values back to dB."""
+    mu, sd = SCALING[name]
+    return ds[name].values.astype(np.float64) * sd + mu
+
+
+@pytest.fixture(scope="module")
+def calm():
+    """A scene with fixed physics: wind 7 m/s, 5 looks, no melt."""
+    return make_scene((600, 600), seed=12, physics=Physics(wind=7.0, enl=5.0, melt=0.0))
+
+
+def test_speckle_is_multiplicative_with_the_given_looks(calm):
+    """Over open water in a narrow incidence band, linear power has CV^2 = 1 / ENL (gamma)."""
+    hh = 10 ** (_db(calm, C.PRIMARY) / 10)
+    water = calm["SIC"].values == 0
+    ok = water & np.isfinite(hh)
+    c0 = int(np.argmax(np.convolve(ok.sum(axis=0), np.ones(40), mode="valid")))
+    band = np.zeros_like(water)
+    band[:, c0 : c0 + 40] = True
+    v = hh[ok & band]
+    assert v.size > 2000
+    v = v[v < 8 * np.median(v)]  # icebergs are point targets, not speckle
+    cv2 = v.var() / v.mean() ** 2
+    assert 1 / 5 * 0.85 < cv2 < 1 / 5 * 1.35  # slow wind field and incidence add a little
+
+
+def test_water_is_wind_roughened_with_an_incidence_slope(calm):
+    hh = _db(calm, C.PRIMARY)
+    inc = calm["sar_incidenceangle"].values
+    water = (calm["SIC"].values == 0) & np.isfinite(hh)
+    slope = np.polyfit(inc[water], hh[water], 1)[0]
+    assert -0.75 < slope < -0.45  # WATER_SLOPE_DB_PER_DEG HH -0.6 dB/deg
+    windy = make_scene((600, 600), seed=12, physics=Physics(wind=15.0, enl=5.0, melt=0.0))
+    w2 = _db(windy, C.PRIMARY)
+    # 20 log10(15 / 7) = 6.6 dB brighter water (same seed: same chart)
+    assert 5.0 < np.nanmean(w2[water]) - np.nanmean(hh[water]) < 8.0
+    # HV over water: on the noise floor (NESZ -27 dB +- banding), not far below it
+    hv = _db(calm, C.SECONDARY)
+    assert -31 < np.nanmedian(hv[water]) < -24
+
+
+def test_floe_size_is_texture_scale():
+    """Lag-1 autocorrelation of HH inside partly ice-covered polygons grows with floe size."""
+    ds = make_scene((800, 800), seed=21, physics=Physics(wind=4.0, enl=5.0, melt=0.0))
+    hh = _db(ds, C.PRIMARY)
+    sic, floe = ds["SIC"].values, ds["FLOE"].values
+    part = (sic >= 3) & (sic <= 7) & np.isfinite(hh)
+    corr = {}
+    for k in (1, 2, 3, 4, 5):
+        m = part & (floe == k)
+        m = m[:, :-1] & m[:, 1:]
+        if m.sum() < 2000:
+            continue
+        a, b = hh[:, :-1][m], hh[:, 1:][m]
+        corr[k] = np.corrcoef(a, b)[0, 1]
+    assert len(corr) >= 3, corr
+    ks = sorted(corr)
+    assert max(corr.values()) > corr[ks[0]] + 0.3, corr
+    assert corr[ks[0]] == min(corr.values())  # the smallest floes decorrelate fastest
+
+
+def test_concentration_in_passive_microwave_and_sar(ds):
+    # AMSR2 sees the actual ice fraction of each 2 km cell: correlates with the chart's SIC
+    sic = ds["SIC"].values.astype(float)
+    sic[sic == FILL] = np.nan
     tb = ds["btemp_18_7h"].values
-    assert np.corrcoef(tb.ravel(), ds["t2m"].values.ravel())[0, 1] < 0  # colder over ice, warmer Tb
+    kh, kw = tb.shape
+    blk = np.full((kh, kw), np.nan)
+    for i in range(kh):
+        for j in range(kw):
+            v = sic[25 * i : 25 * i + 25, 25 * j : 25 * j + 25]
+            if np.isfinite(v).mean() > 0.9:
+                blk[i, j] = np.nanmean(v)
+    ok = np.isfinite(blk)
+    assert np.corrcoef(blk[ok], tb[ok])[0, 1] > 0.8
+    assert np.corrcoef(tb.ravel(), ds["t2m"].values.ravel())[0, 1] < 0  # colder over ice
+
+
+def test_icebergs_are_sparse_bright_targets(calm):
+    hv = _db(calm, C.SECONDARY)
+    water = calm["SIC"].values == 0
+    bright = water & (hv > -12)
+    assert 0 < bright.sum() < 0.002 * water.sum()
+
+
+def test_stored_values_are_scaled_db(ds):
+    hh = _db(ds, C.PRIMARY)
+    # EW GRDM backscatter lies between about -40 and +10 dB
+    assert np.nanpercentile(hh, 0.1) > -45 and np.nanpercentile(hh, 99.9) < 12
+    assert "dB" in ds[C.PRIMARY].attrs["long_name"]
+
+
+def test_shift_knobs_change_the_scene():
+    a = make_scene((200, 200), seed=3, physics=Physics(incidence=(30.0, 40.0)))
+    inc = a["sar_incidenceangle"].values
+    assert inc.min() == pytest.approx(30.0) and inc.max() == pytest.approx(40.0)
+    assert a.attrs["synth_incidence_deg"] == "30,40"
+    from datetime import datetime, timezone
+
+    summer = make_scene((200, 200), seed=3, time=datetime(2021, 7, 10, tzinfo=timezone.utc))
+    assert summer.attrs["synth_melt"] == 1.0
+    cis = make_scene((200, 200), seed=3, service="cis")
+    assert cis.attrs["ice_service"] == "cis"
 
 
 def test_seeded_and_distinct():
