@@ -20,6 +20,31 @@ Downscaled pixel ``(i, j)`` covers SAR rows ``[f*i, f*i + f)`` and columns ``[f*
 * ``month`` = ``2m/11 - 1`` for m = 0..11; ``lat``/``lon`` from the tie points at the pixel
   centres (paper; method.md).
 
+Texture channels
+----------------
+A block mean keeps only the first moment of the 80 m pixels below each downscaled pixel. Sea
+ice information lives below the block too: concentration is the fraction of ice pixels among
+water pixels, floe size the correlation length of the bright/dark pattern. The texture
+channels (:data:`icechart.io.contract.TEXTURE_CHANNELS`, ``hh_*`` from HH and ``hv_*`` from HV)
+are block statistics computed from the full-resolution (scaled dB) values ``x`` of valid
+pixels, whatever the downscaling method:
+
+* ``*_std``: standard deviation of ``x`` in the block. Speckle alone gives a floor (about
+  2.2 dB at 5 looks); a mixture of ice and water adds ``c (1 - c) (contrast)^2``: it peaks at
+  intermediate concentration.
+* ``*_lag1``, ``*_lag4``: ``sqrt(D(k) / 2)`` with ``D(k)`` the mean of ``(x[r, c + k] - x[r, c])^2``
+  and ``(x[r + k, c] - x[r, c])^2`` over the block's pixels (partners may lie in the next
+  block). For uncorrelated pixels ``sqrt(D(k)/2)`` equals the standard deviation; a pattern with
+  a correlation length above k pixels lowers it. ``lag1`` against ``lag4`` and ``std`` is a
+  two-scale estimate of the texture scale (the structure function; floe size).
+* ``*_bright``: fraction of the block's pixels whose 3 x 3 mean (speckle reduced 9-fold in
+  variance) exceeds the block mean: the share of the brighter phase (ice, or wind-roughened
+  water) of a two-phase mixture.
+
+Full-resolution windows are read with a halo of :data:`TEXTURE_HALO` pixels (NaN beyond the
+image), so row bands and column windows give exactly the values of a whole-scene pass: training
+(the cache), validation and prediction share one result.
+
 The same code serves training (via the cache), validation and prediction.
 """
 
@@ -54,6 +79,8 @@ FIXED_NORM: dict[str, tuple[float, float]] = {
 }
 
 _BLOCK_OUT_ROWS = 32  # downscaled rows produced per block (x factor SAR rows read at once)
+TEXTURE_HALO = 4
+"""Full-resolution pixels read beyond a window for the texture channels (lag 4)."""
 
 
 def output_shape(shape: tuple[int, int], factor: int) -> tuple[int, int]:
@@ -93,6 +120,87 @@ def _block_reduce_mean(a: np.ndarray, factor: int) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(n > 0, s / np.maximum(n, 1), np.nan)
     return out.astype(np.float32)
+
+
+def _block_sum(v: np.ndarray, factor: int) -> np.ndarray:
+    """Sum over ``factor x factor`` blocks of a float array without NaN (float64)."""
+    h, w = v.shape
+    oh, ow = -(-h // factor), -(-w // factor)
+    if oh * factor != h or ow * factor != w:
+        v = np.pad(v, ((0, oh * factor - h), (0, ow * factor - w)))
+    return v.reshape(oh, factor, ow, factor).sum(axis=3, dtype=np.float64).sum(axis=1)
+
+
+def texture_stats(
+    win: np.ndarray, stats: Sequence[str], *, factor: int, halo: int = TEXTURE_HALO
+) -> dict[str, np.ndarray]:
+    """Block statistics (module docstring, "Texture channels") of one full-resolution window.
+
+    Parameters
+    ----------
+    win
+        float32 values with NaN at invalid pixels, including ``halo`` pixels on every side
+        (NaN where beyond the image); the blocks tile the core from its top-left corner.
+    stats
+        Names among :data:`icechart.io.contract.TEXTURE_STATS`.
+    factor
+        Block size.
+
+    Returns
+    -------
+    dict
+        ``stat -> (ceil(rows/f), ceil(cols/f))`` float32, NaN where a block has no valid pixel.
+    """
+    hh, ww = win.shape
+    core = win[halo : hh - halo, halo : ww - halo]
+    r, w = core.shape
+    valid = np.isfinite(core)
+    z = np.where(valid, core, np.float32(0))
+    n = _block_sum(valid.astype(np.float32), factor)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv_n = np.where(n > 0, 1.0 / np.maximum(n, 1), np.nan)
+        mean = _block_sum(z, factor) * inv_n
+        out: dict[str, np.ndarray] = {}
+        if "std" in stats:
+            var = _block_sum(z * z, factor) * inv_n - mean * mean
+            out["std"] = np.sqrt(np.maximum(var, 0.0))
+        for stat, k in (("lag1", 1), ("lag4", 4)):
+            if stat not in stats:
+                continue
+            tot = np.zeros_like(n)
+            cnt = np.zeros_like(n)
+            for d in (
+                win[halo : halo + r, halo + k : halo + k + w] - core,
+                win[halo + k : halo + k + r, halo : halo + w] - core,
+            ):
+                ok = np.isfinite(d)
+                d = np.where(ok, d, np.float32(0))
+                tot += _block_sum(d * d, factor)
+                cnt += _block_sum(ok.astype(np.float32), factor)
+            out[stat] = np.where(cnt > 0, np.sqrt(tot / np.maximum(cnt, 1) / 2.0), np.nan)
+        if "bright" in stats:
+            part = win[halo - 1 : halo + r + 1, halo - 1 : halo + w + 1]
+            ok = np.isfinite(part)
+            s3 = ndimage.uniform_filter(np.where(ok, part, np.float32(0)), 3, mode="constant")
+            c3 = ndimage.uniform_filter(ok.astype(np.float32), 3, mode="constant")
+            box = s3[1:-1, 1:-1] / np.maximum(c3[1:-1, 1:-1], np.float32(1e-6))
+            thr = np.repeat(np.repeat(mean.astype(np.float32), factor, axis=0), factor, axis=1)[:r, :w]
+            above = (box > thr) & valid
+            out["bright"] = _block_sum(above.astype(np.float32), factor) * inv_n
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def _texture_window(scene: Scene, name: str, rows: tuple[int, int], cols: tuple[int, int], halo: int) -> np.ndarray:
+    """SAR ``name`` over rows/cols plus a halo (NaN beyond the image and at invalid pixels)."""
+    lines, samples = scene.shape
+    r0, r1 = max(rows[0] - halo, 0), min(rows[1] + halo, lines)
+    c0, c1 = max(cols[0] - halo, 0), min(cols[1] + halo, samples)
+    win = (slice(r0, r1), slice(c0, c1))
+    a = np.where(scene.valid(win), scene.sar(name, win), np.float32(np.nan))
+    pad = ((r0 - (rows[0] - halo), rows[1] + halo - r1), (c0 - (cols[0] - halo), cols[1] + halo - c1))
+    if any(p for pp in pad for p in pp):
+        a = np.pad(a, pad, constant_values=np.nan)
+    return a.astype(np.float32, copy=False)
 
 
 def _column_windows(scene: Scene, names: Sequence[str], samples: int, factor: int) -> list[tuple[int, int]]:
@@ -151,7 +259,7 @@ def _check_channels(scene: Scene, channels: Sequence[str]) -> None:
     unknown = [c for c in channels if c not in C.ALL_CHANNELS]
     if unknown:
         raise BadDataError(f"unknown input channel(s) {', '.join(unknown)}")
-    missing = [c for c in channels if C.channel_kind(c) != "derived" and c not in scene.ds]
+    missing = sorted({v for c in channels if (v := C.source_variable(c)) is not None and v not in scene.ds})
     if missing:
         raise BadDataError(
             f"scene {scene.scene_id} ({scene.path}) lacks channel(s) "
@@ -185,9 +293,13 @@ def raw_features(
     rcent = pixel_centres(lines, factor, method)[r0:r1]
     ccent = pixel_centres(samples, factor, method)
     sar_idx = [(k, c) for k, c in enumerate(channels) if C.channel_kind(c) == "sar"]
-    if sar_idx:
+    tex: dict[str, list[tuple[int, str]]] = {}
+    for k, c in enumerate(channels):
+        if C.channel_kind(c) == "texture":
+            tex.setdefault(str(C.source_variable(c)), []).append((k, c.split("_", 1)[1]))
+    if sar_idx or tex:
         # Column windows outermost, row blocks inside: see _column_windows.
-        for c0, c1 in _column_windows(scene, [c for _, c in sar_idx], samples, factor):
+        for c0, c1 in _column_windows(scene, [c for _, c in sar_idx] + list(tex), samples, factor):
             o0, o1 = c0 // factor, -(-c1 // factor)
             cols = slice(c0, c1, factor) if method == "subsample" else slice(c0, c1)
             for b0 in range(r0, r1, _BLOCK_OUT_ROWS):
@@ -202,6 +314,11 @@ def raw_features(
                     a = np.where(valid, a, np.float32(np.nan))
                     red = a if method == "subsample" else _block_reduce_mean(a, factor)
                     out[k, b0 - r0 : b1 - r0, o0:o1] = red
+                for name, wanted in tex.items():
+                    a = _texture_window(scene, name, (b0 * factor, min(b1 * factor, lines)), (c0, c1), TEXTURE_HALO)
+                    st = texture_stats(a, [s for _, s in wanted], factor=factor)
+                    for k, stat in wanted:
+                        out[k, b0 - r0 : b1 - r0, o0:o1] = st[stat]
     for k, name in enumerate(channels):
         kind = C.channel_kind(name)
         if kind == "coarse":
@@ -276,6 +393,19 @@ def build_features(
     """
     raw = raw_features(scene, channels, factor=factor, method=method, interp=interp, rows=rows)
     return normalise(raw, norm, copy=False)
+
+
+def full_resolution_sar(scene: Scene, *, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """The learned stem's inputs (:data:`icechart.io.contract.STEM_INPUTS`) at 80 m.
+
+    ``(2, rows, samples)`` float32, unnormalised, NaN where the SAR is invalid; ``rows`` is a
+    range of SAR lines (None: all). The same array feeds the training cache and prediction.
+    """
+    lines, _ = scene.shape
+    r0, r1 = rows if rows is not None else (0, lines)
+    win = (slice(r0, r1), slice(None))
+    valid = scene.valid(win)
+    return np.stack([np.where(valid, scene.sar(n, win), np.float32(np.nan)) for n in C.STEM_INPUTS])
 
 
 def downscaled_valid(scene: Scene, *, factor: int, rows: slice | None = None) -> np.ndarray:

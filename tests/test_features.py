@@ -165,3 +165,40 @@ def test_column_windows_match_full_width(scene_path: Path, monkeypatch: pytest.M
         monkeypatch.setattr(F, "_column_windows", lambda s, n, samples, f: [(0, 30), (30, 60), (60, samples)])
         windowed = raw_features(scene, channels, factor=10, method=method)
     np.testing.assert_array_equal(windowed, whole)
+
+
+def test_texture_stats_known_values() -> None:
+    from icechart.features import TEXTURE_HALO, texture_stats
+
+    h = TEXTURE_HALO
+    rng = np.random.default_rng(0)
+    stats = ["std", "lag1", "lag4", "bright"]
+    white = rng.normal(0, 2.0, (200 + 2 * h, 200 + 2 * h)).astype(np.float32)
+    st = texture_stats(white, stats, factor=20)
+    for k in ("std", "lag1", "lag4"):  # uncorrelated pixels: all three estimate the sd
+        assert abs(float(np.nanmean(st[k])) - 2.0) < 0.1, k
+    assert 0.4 < float(np.nanmean(st["bright"])) < 0.6
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(rng.normal(0, 1, white.shape), 3).astype(np.float32)
+    sm = texture_stats(smooth, stats, factor=20)
+    # a correlation length of ~3 pixels: lag-1 differences far below lag-4 ones
+    assert float(np.nanmean(sm["lag1"])) < 0.5 * float(np.nanmean(sm["lag4"]))
+    const = np.full(white.shape, 1.5, np.float32)
+    c = texture_stats(const, stats, factor=20)
+    assert np.allclose(c["std"], 0, atol=1e-5) and np.allclose(c["lag1"], 0) and np.allclose(c["bright"], 0)
+    # NaN (invalid) pixels are left out; a block with none valid is NaN
+    holes = white.copy()
+    holes[h : h + 20, h : h + 20] = np.nan
+    hs = texture_stats(holes, stats, factor=20)
+    assert all(np.isnan(hs[k][0, 0]) for k in stats)
+    assert all(np.isfinite(hs[k][1:, 1:]).all() for k in stats)
+
+
+def test_texture_channels_in_row_bands_equal_whole_scene(scene_path: Path) -> None:
+    ch = list(C.TEXTURE_CHANNELS)
+    with open_scene(scene_path) as s:
+        whole = raw_features(s, ch, factor=10)
+        parts = np.concatenate([raw_features(s, ch, factor=10, rows=slice(r, r + 3)) for r in range(0, 13, 3)], axis=1)
+    np.testing.assert_array_equal(whole, parts)
+    assert whole.shape == (8, 13, 11)

@@ -609,6 +609,7 @@ def predict_scene(
     from icechart.calibration import apply_temperature
     from icechart.features import normalise
     from icechart.model.ensemble import is_ensemble, members_of, temperatures
+    from icechart.model.stem import has_stem, with_stem
 
     check_channels(scene, model)
     members = members_of(model)
@@ -619,7 +620,9 @@ def predict_scene(
     meta = model.meta
     t0 = time.perf_counter()
     ensemble = is_ensemble(model)
-    raw = scene_features(scene, meta, normalised=not ensemble)
+    stem = any(has_stem(m) for m in members)
+    per_member = ensemble or stem
+    raw = scene_features(scene, meta, normalised=not per_member)
     t1 = time.perf_counter()
     if min(raw.shape[1:]) < 2:
         raise BadDataError(
@@ -629,11 +632,14 @@ def predict_scene(
     t_norm = 0.0
     x, key = raw, None
     for m in members:
-        if ensemble:  # normalise per member (members may carry other statistics): one copy at a time
+        if per_member:  # normalise per member (members may carry other statistics): one copy at a time
             tn = time.perf_counter()
-            k = json.dumps(m.meta.get("norm"), sort_keys=True)
-            if k != key:
-                x, key = normalise(raw, m.meta.get("norm")), k
+            if has_stem(m):  # the member's learned stem, band by band on the 80 m SAR
+                x, key = normalise(with_stem(m, raw, scene=scene), m.meta.get("norm")), None
+            else:
+                k = json.dumps(m.meta.get("norm"), sort_keys=True)
+                if k != key:
+                    x, key = normalise(raw, m.meta.get("norm")), k
             t_norm += time.perf_counter() - tn
         avg.add(*forward_tta(m, x, tile_size=tile_size, overlap=overlap, tta=tta))
     del x

@@ -34,7 +34,16 @@ COARSE_VARIABLES = AMSR2_VARIABLES + ERA5_VARIABLES
 DERIVED_CHANNELS = ("month", "lat", "lon")
 """Channels computed from the scene: acquisition month and tie-point latitude/longitude."""
 
-ALL_CHANNELS = SAR_VARIABLES + COARSE_VARIABLES + DERIVED_CHANNELS
+TEXTURE_STATS = ("std", "lag1", "lag4", "bright")
+TEXTURE_SOURCES = {"hh": PRIMARY, "hv": SECONDARY}
+TEXTURE_CHANNELS = tuple(f"{pol}_{stat}" for pol in TEXTURE_SOURCES for stat in TEXTURE_STATS)
+"""Block statistics of the 80 m SAR computed at full resolution (icechart.features): standard
+deviation, rms lag-1 and lag-4 differences, fraction of bright pixels, for HH and HV."""
+
+STEM_INPUTS = (PRIMARY, SECONDARY)
+"""Full-resolution inputs of the learned downscaling stem (icechart.model.unet), in order."""
+
+ALL_CHANNELS = SAR_VARIABLES + COARSE_VARIABLES + DERIVED_CHANNELS + TEXTURE_CHANNELS
 
 # The winning MMSeaIce input set (paper Table 2; reference/method.md): 16 channels.
 DEFAULT_CHANNELS: tuple[str, ...] = (
@@ -61,9 +70,12 @@ SCENE_ID_RE = re.compile(r"\d{8}T\d{6}_[a-z]+")
 
 
 def channel_kind(channel: str) -> str:
-    """Return ``"sar"``, ``"coarse"`` or ``"derived"`` for a channel name; KeyError if unknown."""
+    """Return ``"sar"``, ``"coarse"``, ``"derived"`` or ``"texture"`` for a channel name;
+    KeyError if unknown."""
     if channel in SAR_VARIABLES:
         return "sar"
+    if channel in TEXTURE_CHANNELS:
+        return "texture"
     if channel in COARSE_VARIABLES:
         return "coarse"
     if channel in DERIVED_CHANNELS:
@@ -75,9 +87,20 @@ def required_variables(channels: tuple[str, ...] | list[str]) -> list[str]:
     """Variables a scene must hold to build ``channels`` (plus the SAR and geolocation base)."""
     needed = [PRIMARY, LAT, LON]
     for ch in channels:
-        if channel_kind(ch) != "derived" and ch not in needed:
-            needed.append(ch)
+        var = source_variable(ch)
+        if var is not None and var not in needed:
+            needed.append(var)
     return needed
+
+
+def source_variable(channel: str) -> str | None:
+    """The scene variable a channel is computed from (None for month, lat, lon)."""
+    kind = channel_kind(channel)
+    if kind == "derived":
+        return None
+    if kind == "texture":
+        return TEXTURE_SOURCES[channel.split("_", 1)[0]]
+    return channel
 
 
 def scene_id_from(attr: str | None, filename: str | Path) -> str | None:

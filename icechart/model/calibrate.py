@@ -125,6 +125,7 @@ def scene_samples(model: Any, paths: Iterable[str | Path]) -> Iterable[tuple[str
     """
     from icechart.features import downscale_labels
     from icechart.infer.predict import check_channels, scene_features
+    from icechart.model.stem import with_stem
     from icechart.io.scene import open_scene
 
     meta = model.meta
@@ -135,7 +136,7 @@ def scene_samples(model: Any, paths: Iterable[str | Path]) -> Iterable[tuple[str
             if not scene.has_labels:
                 raise BadDataError(f"{scene.path}: no labels (SIC/SOD/FLOE); calibration needs labelled scenes")
             check_channels(scene, model)
-            raw = scene_features(scene, meta, normalised=False)
+            raw = with_stem(model, scene_features(scene, meta, normalised=False), scene=scene)
             y = np.stack([downscale_labels(scene, c, factor=factor, method=method) for c in CHARTS])  # type: ignore[arg-type]
             yield scene.scene_id, raw, y
 

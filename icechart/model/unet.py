@@ -7,6 +7,16 @@ odd sizes work), concatenates and applies the same double convolution. Heads on 
 features: SIC a per-pixel linear regression (1 value; target = class index 0..10) or, for
 Model 8, 11 logits; SOD a 1x1 convolution with 6 logits; FLOE with 7 (no spurious "mask" logit).
 Model 9 (``separate_decoders``): shared encoder and bridge, one decoder per chart.
+
+Learned downscaling stem (``stem`` > 0, issue 12): a small network on the full-resolution
+(80 m) HH and HV, a ``factor x factor`` convolution with stride ``factor`` (so each output pixel
+sees exactly the SAR pixels of its downscaled block: no overlap, and tiles aligned to the block
+grid join without seams), BatchNorm, ReLU, then a 1 x 1 convolution, BatchNorm, ReLU to
+``stem`` channels. ReLU of a learned linear combination of a block's pixels can represent
+texture energies (e.g. ``|x_i - x_j|`` from two filters of opposite sign), which a block mean
+cannot. The stem's channels are appended to the downscaled features: :meth:`UNet.forward`
+takes ``in_channels + stem`` channels, and :meth:`UNet.run_stem` makes the extra ones from the
+full-resolution SAR, tile by tile at prediction (trained end to end with the U-Net).
 """
 
 from __future__ import annotations
@@ -40,6 +50,32 @@ class DoubleConv(nn.Sequential):
             nn.BatchNorm2d(c_out),
             nn.ReLU(inplace=True),
         )
+
+
+class Stem(nn.Module):
+    """Learned downscaling of full-resolution SAR (module docstring)."""
+
+    def __init__(self, c_in: int, c_out: int, factor: int) -> None:
+        super().__init__()
+        hidden = 3 * c_out
+        self.factor = factor
+        self.net = nn.Sequential(
+            nn.Conv2d(c_in, hidden, factor, stride=factor, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, full: torch.Tensor) -> torch.Tensor:
+        """``(N, c_in, H, W)`` normalised SAR (0 at invalid pixels) -> ``(N, c_out, ceil(H/f),
+        ceil(W/f))``; partial edge blocks are zero-padded."""
+        f = self.factor
+        ph, pw = (-full.shape[-2]) % f, (-full.shape[-1]) % f
+        if ph or pw:
+            full = F.pad(full, [0, pw, 0, ph])
+        return self.net(full)
 
 
 class Up(nn.Module):
@@ -90,6 +126,9 @@ class UNet(nn.Module):
         ``"regression"`` (1 output, MSE loss) or ``"classification"`` (11 logits, Model 8).
     separate_decoders
         One decoder per chart (Model 9) instead of a shared one.
+    stem, stem_factor, stem_inputs
+        Channels of the learned downscaling stem (0: none), its block size (the features'
+        downscaling factor) and the number of full-resolution inputs (HH, HV: 2).
     """
 
     def __init__(
@@ -99,6 +138,9 @@ class UNet(nn.Module):
         *,
         sic_mode: str = "regression",
         separate_decoders: bool = False,
+        stem: int = 0,
+        stem_factor: int = 10,
+        stem_inputs: int = 2,
     ) -> None:
         super().__init__()
         if sic_mode not in SIC_MODES:
@@ -110,7 +152,11 @@ class UNet(nn.Module):
         self.filters = filters
         self.sic_mode = sic_mode
         self.separate_decoders = separate_decoders
-        self.inc = DoubleConv(in_channels, filters[0])
+        self.stem_channels = int(stem)
+        self.stem_factor = int(stem_factor)
+        self.stem_inputs = int(stem_inputs)
+        self.stem = Stem(self.stem_inputs, self.stem_channels, self.stem_factor) if stem > 0 else None
+        self.inc = DoubleConv(in_channels + self.stem_channels, filters[0])
         self.down = nn.ModuleList(
             DoubleConv(filters[i - 1], filters[i]) for i in range(1, len(filters))
         )
@@ -125,7 +171,19 @@ class UNet(nn.Module):
             self.decoder = Decoder(filters, bridge)
         self.heads = nn.ModuleDict({c: nn.Conv2d(filters[0], n_out[c], 1) for c in CHARTS})
 
+    def run_stem(self, full: torch.Tensor) -> torch.Tensor:
+        """The stem's channels at the downscaled grid from full-resolution normalised SAR."""
+        if self.stem is None:
+            raise ValueError("this network has no downscaling stem")
+        return self.stem(full)
+
+    def forward_full(self, x: torch.Tensor, full: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`forward` on the features ``x`` plus the stem's channels from ``full``."""
+        s = self.run_stem(full)[..., : x.shape[-2], : x.shape[-1]]
+        return self.forward(torch.cat([x, s], dim=1))
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Outputs for ``(N, in_channels + stem, h, w)`` inputs (stem channels last)."""
         h, w = x.shape[-2:]
         need = max(_MIN_SIZE, 2**self.n_pool)
         ph, pw = max(0, need - h), max(0, need - w)
@@ -148,17 +206,21 @@ class UNet(nn.Module):
     @property
     def arch(self) -> dict[str, Any]:
         """The ``arch`` mapping that :func:`build_net` rebuilds this network from."""
-        return {
+        arch: dict[str, Any] = {
             "in_channels": self.in_channels,
             "filters": list(self.filters),
             "sic_mode": self.sic_mode,
             "separate_decoders": self.separate_decoders,
         }
+        if self.stem_channels:
+            arch.update(stem=self.stem_channels, stem_factor=self.stem_factor, stem_inputs=self.stem_inputs)
+        return arch
 
 
 def build_net(arch: Mapping[str, Any]) -> UNet:
-    """Build a :class:`UNet` from ``{"in_channels", "filters", "sic_mode", "separate_decoders"}``."""
-    known = {"in_channels", "filters", "sic_mode", "separate_decoders"}
+    """Build a :class:`UNet` from ``{"in_channels", "filters", "sic_mode", "separate_decoders"}``
+    (and ``stem``, ``stem_factor``, ``stem_inputs`` for a network with a downscaling stem)."""
+    known = {"in_channels", "filters", "sic_mode", "separate_decoders", "stem", "stem_factor", "stem_inputs"}
     extra = set(arch) - known
     if extra:
         raise ValueError(f"unknown architecture key(s): {', '.join(sorted(extra))}")
@@ -167,6 +229,9 @@ def build_net(arch: Mapping[str, Any]) -> UNet:
         tuple(arch.get("filters", DEFAULT_FILTERS)),
         sic_mode=str(arch.get("sic_mode", "regression")),
         separate_decoders=bool(arch.get("separate_decoders", False)),
+        stem=int(arch.get("stem", 0)),
+        stem_factor=int(arch.get("stem_factor", 10)),
+        stem_inputs=int(arch.get("stem_inputs", 2)),
     )
 
 

@@ -51,6 +51,8 @@ class TrainConfig:
     filters: tuple[int, ...] = (32, 32, 64, 64)
     sic_mode: Literal["regression", "classification"] = "regression"
     separate_decoders: bool = False
+    stem: int = 0
+    """Channels of the learned downscaling stem on the 80 m HH and HV (0: none; issue 12)."""
     # loss (method.md: 1 x MSE SIC + 3 x CE SOD + 3 x CE FLOE)
     sic_weight: float = 1.0
     sod_weight: float = 3.0
@@ -99,6 +101,8 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be >= 1")
         if self.n_val < 0:
             raise ValueError("`n_val` must be >= 0")
+        if self.stem < 0:
+            raise ValueError("`stem` must be >= 0")
         if not self.filters or min(self.filters) < 1:
             raise ValueError("`filters` must be positive integers")
         if not 0 <= self.aug_prob <= 1:
@@ -108,12 +112,15 @@ class TrainConfig:
 
     @property
     def arch(self) -> dict[str, Any]:
-        return {
+        arch: dict[str, Any] = {
             "in_channels": len(self.channels),
             "filters": list(self.filters),
             "sic_mode": self.sic_mode,
             "separate_decoders": self.separate_decoders,
         }
+        if self.stem:
+            arch.update(stem=self.stem, stem_factor=self.factor, stem_inputs=len(C.STEM_INPUTS))
+        return arch
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -127,8 +134,9 @@ FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # Changing these makes a checkpoint incompatible for --resume.
 COMPAT_KEYS = (
     "channels", "factor", "downscale_method", "label_method", "interp", "filters", "sic_mode",
-    "separate_decoders",
+    "separate_decoders", "stem",
 )  # fmt: skip
+
 
 
 def preset_names() -> list[str]:

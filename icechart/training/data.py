@@ -24,7 +24,7 @@ import numpy as np
 from icechart.atomic import atomic_path
 from icechart.classes import CHARTS, FILL
 from icechart.errors import BadDataError, ConfigError, InputMissingError
-from icechart.features import downscale_labels, raw_features
+from icechart.features import downscale_labels, full_resolution_sar, raw_features
 from icechart.io.scene import open_scene
 from icechart.training.config import TrainConfig
 
@@ -43,6 +43,7 @@ class SceneData:
     x: np.ndarray  # (C, h, w) float32, unnormalised, NaN = invalid
     y: np.ndarray  # (3, h, w) uint8 downscaled labels (SIC, SOD, FLOE)
     full_labels: np.ndarray | None = None  # (3, lines, samples) uint8, validation scenes only
+    full_sar: np.ndarray | None = None  # (2, lines, samples) float32 HH/HV, NaN = invalid; stem only
 
 
 def find_scenes(data: str | Path) -> list[Path]:
@@ -120,8 +121,10 @@ def load_scene(path: Path, cfg: TrainConfig, cache: Path, *, full_labels: bool =
     """Cached features/labels of one scene, building the entry when absent."""
     key = _key(path, cfg)
     fx, fy, ff, fj = (cache / f"{key}.{s}" for s in ("x.npy", "y.npy", "full.npy", "json"))
+    fs = cache / f"{key}.sar.npy"  # full-resolution SAR for a learned downscaling stem
     need_full = full_labels and not ff.exists()
-    if not fj.exists() or need_full:
+    need_sar = cfg.stem > 0 and not fs.exists()
+    if not fj.exists() or need_full or need_sar:
         t0 = time.perf_counter()
         with open_scene(path, channels=cfg.channels, sar_fill=cfg.sar_fill) as scene:
             if not scene.has_labels:
@@ -136,6 +139,8 @@ def load_scene(path: Path, cfg: TrainConfig, cache: Path, *, full_labels: bool =
                 _save_npy(fy, y)
             if full_labels and not ff.exists():
                 _save_npy(ff, np.stack([scene.labels(c) for c in CHARTS]))
+            if need_sar:
+                _save_npy(fs, full_resolution_sar(scene))
             info = {"scene_id": scene.scene_id, "path": str(path), "shape": list(scene.shape)}
         with atomic_path(fj) as tmp:
             tmp.write_text(json.dumps(info))
@@ -148,6 +153,7 @@ def load_scene(path: Path, cfg: TrainConfig, cache: Path, *, full_labels: bool =
         x=np.load(fx, mmap_mode="r"),
         y=np.load(fy, mmap_mode="r"),
         full_labels=np.load(ff, mmap_mode="r") if full_labels else None,
+        full_sar=np.load(fs, mmap_mode="r") if cfg.stem > 0 else None,
     )
 
 
@@ -181,13 +187,18 @@ class PatchSampler:
     """Random patches (random scene, random offset) from cached scenes, numpy RNG.
 
     A patch whose labelled SIC fraction is below ``min_labelled`` is drawn again (up to 50
-    times, then accepted). Scenes smaller than the patch are padded (NaN / FILL).
+    times, then accepted). Scenes smaller than the patch are padded (NaN / FILL). With
+    ``stem_factor`` (a learned downscaling stem) each patch also carries the full-resolution
+    SAR of the same area, ``patch * stem_factor`` pixels a side, block-aligned.
     """
 
-    def __init__(self, scenes: list[SceneData], *, patch: int, min_labelled: float, seed: int) -> None:
+    def __init__(
+        self, scenes: list[SceneData], *, patch: int, min_labelled: float, seed: int, stem_factor: int = 0
+    ) -> None:
         self.scenes = scenes
         self.patch = patch
         self.min_labelled = min_labelled
+        self.stem_factor = stem_factor
         self.rng = np.random.default_rng(seed)
 
     def get_state(self) -> str:
@@ -196,7 +207,7 @@ class PatchSampler:
     def set_state(self, state: str) -> None:
         self.rng.bit_generator.state = json.loads(state)
 
-    def _one(self) -> tuple[np.ndarray, np.ndarray]:
+    def _one(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         p = self.patch
         for _ in range(50):
             s = self.scenes[int(self.rng.integers(len(self.scenes)))]
@@ -211,12 +222,25 @@ class PatchSampler:
             ph, pw = p - x.shape[1], p - x.shape[2]
             x = np.pad(x, ((0, 0), (0, ph), (0, pw)), constant_values=np.nan)
             y = np.pad(y, ((0, 0), (0, ph), (0, pw)), constant_values=FILL)
-        return x, y
+        full = None
+        if self.stem_factor and s.full_sar is not None:
+            f, q = self.stem_factor, p * self.stem_factor
+            full = np.asarray(s.full_sar[:, r * f : r * f + q, c * f : c * f + q], dtype=np.float32)
+            if full.shape[1:] != (q, q):
+                full = np.pad(full, ((0, 0), (0, q - full.shape[1]), (0, q - full.shape[2])), constant_values=np.nan)
+        return x, y, full
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``(n, C, p, p)`` float32 (unnormalised) and ``(n, 3, p, p)`` uint8."""
-        xs, ys = zip(*(self._one() for _ in range(n)))
-        return np.stack(xs), np.stack(ys)
+        x, y, _ = self.batch_full(n)
+        return x, y
+
+    def batch_full(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`batch` plus ``(n, 2, p f, p f)`` float32 full-resolution SAR (unnormalised,
+        NaN = invalid) with a stem factor f, else None."""
+        xs, ys, fs = zip(*(self._one() for _ in range(n)))
+        full = np.stack(fs) if fs[0] is not None else None
+        return np.stack(xs), np.stack(ys), full
 
 
 def cache_info(cache: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from icechart.atomic import atomic_path
 from icechart.classes import CHARTS, CLASS_TABLE_VERSION
 from icechart.errors import ConfigError, ModelError, OutputError, first_line
 from icechart.features import norm_from_stacks
+from icechart.io import contract as C
 from icechart.model.checkpoint import save_checkpoint
 from icechart.model.unet import build_net, count_parameters
 from icechart.training.augment import AugmentSpec, augment_batch
@@ -168,9 +169,10 @@ def _scores(res: Any) -> dict[str, float]:
 
 def _meta(
     cfg: TrainConfig, norm: dict[str, Any], train: list[SceneData], val: list[SceneData],
-    scores: dict[str, float] | None, epoch: int,
+    scores: dict[str, float] | None, epoch: int, extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
+        **(extra or {}),
         "channels": list(cfg.channels),
         "factor": cfg.factor,
         "downscale_method": cfg.downscale_method,
@@ -303,6 +305,15 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
         _write_json(out / "config.json", cfg.to_dict())
     t_data = time.perf_counter() - t0
     norm = norm_from_stacks([np.asarray(s.x) for s in train_s], cfg.channels)
+    extra_meta: dict[str, Any] = {}
+    net_norm = norm
+    if cfg.stem:
+        # the stem's inputs: 80 m HH/HV statistics (every 4th line and sample suffices); its
+        # outputs are appended to the features with mean 0, sd 1 (icechart.model.stem)
+        extra_meta["stem_norm"] = norm_from_stacks(
+            [np.asarray(s.full_sar[:, ::4, ::4]) for s in train_s if s.full_sar is not None], C.STEM_INPUTS
+        )
+        net_norm = {"mean": norm["mean"] + [0.0] * cfg.stem, "std": norm["std"] + [1.0] * cfg.stem}
     hist = label_stats(train_s)
     base = _scores(baseline(val_s, hist)) if (val_s and dist.main) else None
     logger.info(
@@ -324,7 +335,8 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_epochs * cfg.iterations)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    sampler = PatchSampler(train_s, patch=cfg.patch_size, min_labelled=cfg.min_labelled, seed=cfg.seed * 1000 + dist.rank)
+    sampler = PatchSampler(train_s, patch=cfg.patch_size, min_labelled=cfg.min_labelled, seed=cfg.seed * 1000 + dist.rank,
+                           stem_factor=cfg.factor if cfg.stem else 0)
     gen = torch.Generator(device="cpu")
     gen.manual_seed(cfg.seed * 7919 + dist.rank + 1)
     start_epoch, best, best_epoch = 0, -math.inf, -1
@@ -356,6 +368,9 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if use_cuda else None)
     mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
     std = torch.tensor([s if s > 0 else 1.0 for s in norm["std"]], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    if cfg.stem:
+        s_mean = torch.tensor(extra_meta["stem_norm"]["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        s_std = torch.tensor(extra_meta["stem_norm"]["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
     spec = AugmentSpec(cfg.aug_prob, cfg.max_rotation, cfg.scale_min, cfg.scale_max, cfg.cutmix)
     per_rank = max(1, cfg.batch_size // dist.world)
     weights = (cfg.sic_weight, cfg.sod_weight, cfg.floe_weight)
@@ -366,10 +381,14 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
         t_ep = time.perf_counter()
         sums = {"loss": 0.0, "SIC": 0.0, "SOD": 0.0, "FLOE": 0.0}
         for it in range(cfg.iterations):
-            xb, yb = sampler.batch(per_rank)
+            xb, yb, fb = sampler.batch_full(per_rank)
             x = torch.from_numpy(xb).to(device, non_blocking=True)
             y = torch.from_numpy(yb).to(device, non_blocking=True)
             x = torch.nan_to_num((x - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
+            if fb is not None:  # learned stem: trained end to end, augmented with the features
+                fr = torch.from_numpy(fb).to(device, non_blocking=True)
+                fr = torch.nan_to_num((fr - s_mean) / s_std, nan=0.0, posinf=0.0, neginf=0.0)
+                x = torch.cat([x, net.run_stem(fr)[..., : x.shape[-2], : x.shape[-1]]], dim=1)  # type: ignore[operator]
             if cfg.augment:
                 x, y = augment_batch(x, y, spec, gen)
             x = x.contiguous(memory_format=mem_format)
@@ -399,8 +418,9 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
             scores = None
             if val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 t_v = time.perf_counter()
-                scores = _scores(validate(net, val_s, norm, factor=cfg.factor, method=cfg.downscale_method,
-                                          sic_mode=cfg.sic_mode, device=device, amp=amp))
+                scores = _scores(validate(net, val_s, net_norm, factor=cfg.factor, method=cfg.downscale_method,
+                                          sic_mode=cfg.sic_mode, device=device, amp=amp,
+                                          stem_norm=extra_meta.get("stem_norm")))
                 row["val"] = scores
                 row["val_seconds"] = round(time.perf_counter() - t_v, 3)
                 logger.info(
@@ -415,7 +435,7 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
                 best = scores["combined"] if scores is not None else best
                 best_epoch, best_scores = epoch + 1, scores
                 row["best"] = True
-                save_checkpoint(best_path, net, _meta(cfg, norm, train_s, val_s, scores, epoch + 1))
+                save_checkpoint(best_path, net, _meta(cfg, net_norm, train_s, val_s, scores, epoch + 1, extra_meta))
             metrics.append(row)
             _write_metrics(out / "metrics.jsonl", metrics)
             last = {
@@ -429,7 +449,7 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
                 "best_epoch": best_epoch,
                 "best_scores": json.dumps(best_scores),
                 "compat": json.dumps(_compat(cfg)),
-                "meta": json.dumps(_meta(cfg, norm, train_s, val_s, scores, epoch + 1)),
+                "meta": json.dumps(_meta(cfg, net_norm, train_s, val_s, scores, epoch + 1, extra_meta)),
             }
             with atomic_path(last_path) as tmp:
                 torch.save(last, tmp)
@@ -462,9 +482,11 @@ def _calibrate_best(best_path: Path, val_s: list[SceneData], device: torch.devic
     from icechart.model.calibrate import fit_calibration, write_calibration
     from icechart.model.checkpoint import load_checkpoint
 
+    from icechart.model.stem import with_stem
+
     model = load_checkpoint(best_path, device=device)
     try:
-        cal = fit_calibration(model, ((s.scene_id, s.x, s.y) for s in val_s))
+        cal = fit_calibration(model, ((s.scene_id, with_stem(model, np.asarray(s.x), full=s.full_sar), s.y) for s in val_s))
     except BadDataError as exc:
         logger.warning("no calibration: %s", exc.message)
         return None

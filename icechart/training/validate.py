@@ -63,10 +63,17 @@ def decide(values: dict[str, torch.Tensor], *, sic_mode: str) -> dict[str, np.nd
 
 @torch.no_grad()
 def predict_scene_outputs(
-    net: torch.nn.Module, x: np.ndarray, norm: Mapping[str, Any], *, device: torch.device, amp: bool = False
+    net: torch.nn.Module, x: np.ndarray, norm: Mapping[str, Any], *, device: torch.device, amp: bool = False,
+    full: np.ndarray | None = None, stem_norm: Mapping[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Network outputs (C, h, w) for one cached (unnormalised) scene stack."""
-    t = torch.from_numpy(normalise(np.asarray(x), norm))[None].to(device)
+    """Network outputs (C, h, w) for one cached (unnormalised) scene stack (plus, for a network
+    with a downscaling stem, its full-resolution SAR ``full`` and ``stem_norm``)."""
+    x = np.asarray(x)
+    if full is not None and stem_norm is not None:
+        fr = torch.from_numpy(normalise(np.asarray(full), stem_norm))[None].to(device)
+        s = net.run_stem(fr)[0][:, : x.shape[1], : x.shape[2]].float().cpu().numpy()  # type: ignore[operator]
+        x = np.concatenate([x, s], axis=0)
+    t = torch.from_numpy(normalise(x, norm))[None].to(device)
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
         out = net(t)
     return {k: v[0].float() for k, v in out.items()}
@@ -82,15 +89,18 @@ def validate(
     sic_mode: str,
     device: torch.device,
     amp: bool = False,
+    stem_norm: Mapping[str, Any] | None = None,
 ) -> ScoreResult:
-    """Score ``net`` on the validation scenes at full label resolution."""
+    """Score ``net`` on the validation scenes at full label resolution (``stem_norm``: the
+    normalisation of a downscaling stem's inputs, whose channels ``norm`` lists last)."""
     was_training = net.training
     net.eval()
     acc = ScoreAccumulator()
     try:
         for s in scenes:
             assert s.full_labels is not None
-            out = predict_scene_outputs(net, s.x, norm, device=device, amp=amp)
+            out = predict_scene_outputs(net, s.x, norm, device=device, amp=amp,
+                                        full=s.full_sar if stem_norm is not None else None, stem_norm=stem_norm)
             stacked = torch.cat([out[c] for c in CHARTS], dim=0)
             sizes = [out[c].shape[0] for c in CHARTS]
             for rows, up in upsample_blocks(stacked, s.shape, factor=factor, method=method):
