@@ -70,6 +70,10 @@ SOD_TO_CODE: dict[int, int] = {0: 0, 1: 81, 2: 83, 3: 87, 4: 93, 5: 95}
 FLOE_TO_CODE: dict[int, int] = {0: 0, 1: 2, 2: 3, 3: 4, 4: 5, 5: 6, 6: 10}
 TO_CODE: dict[str, dict[int, int]] = {"SIC": SIC_TO_CODE, "SOD": SOD_TO_CODE, "FLOE": FLOE_TO_CODE}
 
+STATUS_OOD = 8
+"""``status_flag`` bit: charted, but the model's inputs lie outside its training range there and
+its confidence was lowered (icechart.ood)."""
+
 DOMINANCE = 0.65
 """A polygon's SOD/FLOE is its dominant class when that class holds >= 65 % of CT, else masked
 (the data set as distributed and the MMSeaIce paper; an older starter kit used 0.7 / 0.5)."""

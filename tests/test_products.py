@@ -80,7 +80,7 @@ def test_netcdf_cf_layout_and_masks(run: dict) -> None:
             assert len(v.flag_meanings.split()) == N_CLASSES[chart]
             assert f"{chart}_confidence" in v.ancillary_variables
             assert v.coordinates == "lat lon"
-        assert list(nc["status_flag"].flag_masks) == [1, 2, 4]
+        assert list(nc["status_flag"].flag_masks) == [1, 2, 4, 8]
         assert nc["lat"].dtype == np.float32 and nc["lat"].shape == SHAPE
         values = {n: nc[n][:] for n in ("SIC", "SOD", "FLOE", "SOD_confidence", "status_flag")}
         lat, lon = nc["lat"][:], nc["lon"][:]

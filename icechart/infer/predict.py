@@ -19,7 +19,9 @@ neighbours (class boundaries) interpolate every class probability.
 
 Masks: pixels with invalid SAR or on land are 255 in every chart; ``status_flag`` has bit 1 land,
 bit 2 invalid SAR, bit 4 outside the swath (invalid SAR connected to the left or right image
-edge along its line; such pixels carry bits 2 and 4).
+edge along its line; such pixels carry bits 2 and 4), and bit 8 (:data:`STATUS_OOD`) where the
+inputs lie outside the model's training range (:mod:`icechart.ood`): those pixels keep their
+charts, with lowered confidence.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from icechart.classes import CHARTS, FILL, N_CLASSES
+from icechart.classes import CHARTS, FILL, N_CLASSES, STATUS_OOD
 from icechart.errors import BadDataError, ModelError, TryAgainError, first_line
 from icechart.infer.tiling import Blender, iter_tiles
 from icechart.io import contract as C
@@ -58,7 +60,8 @@ BLOCK_ROWS = 500
 STATUS_LAND = 1
 STATUS_INVALID = 2
 STATUS_OUTSIDE = 4
-STATUS_MEANINGS = "land invalid_sar outside_swath"
+STATUS_MASKED = STATUS_LAND | STATUS_INVALID | STATUS_OUTSIDE
+STATUS_MEANINGS = "land invalid_sar outside_swath outside_training_range"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +156,7 @@ class _Axis:
     i0: np.ndarray
     i1: np.ndarray
     t: np.ndarray
+    nearest: np.ndarray
 
     @classmethod
     def build(cls, positions: np.ndarray, centres: np.ndarray) -> "_Axis":
@@ -161,7 +165,7 @@ class _Axis:
         i0 = np.minimum(np.floor(u).astype(np.intp), max(n - 2, 0))
         i1 = np.minimum(i0 + 1, n - 1)
         t = (u - i0).astype(np.float32)
-        return cls(i0, i1, t)
+        return cls(i0, i1, t, np.clip(np.rint(u), 0, n - 1).astype(np.intp))
 
 
 @dataclass
@@ -209,6 +213,9 @@ class Prediction:
         Whether flips were averaged (test-time augmentation).
     temperature
         The calibration temperature applied per chart (absent: uncalibrated).
+    ood
+        ``(h, w)`` bool: inputs outside the model's training range (:mod:`icechart.ood`);
+        None when the model stores no range.
     """
 
     scene_id: str
@@ -226,6 +233,7 @@ class Prediction:
     members: int = 1
     tta: bool = False
     temperature: dict[str, float] = field(default_factory=dict)
+    ood: np.ndarray | None = None
 
     @property
     def lowres_shape(self) -> tuple[int, int]:
@@ -288,7 +296,9 @@ class Prediction:
                 np.multiply(v, 10, out=v)
                 se = np.rint(np.clip(v, 0, 100)).astype(np.uint8)
             status = _status(scene, (slice(r0, r1), slice(None)))
-            masked = status != 0
+            masked = (status & STATUS_MASKED) != 0
+            if self.ood is not None:
+                status[self.ood[rows.nearest][:, cols.nearest] & ~masked] |= STATUS_OOD
             for a in charts.values():
                 a[masked] = FILL
             for a in confs.values():
@@ -610,6 +620,7 @@ def predict_scene(
     from icechart.features import normalise
     from icechart.model.ensemble import is_ensemble, members_of, temperatures
     from icechart.model.stem import has_stem, with_stem
+    from icechart.ood import excess, flag, soften
 
     check_channels(scene, model)
     members = members_of(model)
@@ -631,6 +642,7 @@ def predict_scene(
     avg = MemberAverage()
     t_norm = 0.0
     x, key = raw, None
+    d_ood: np.ndarray | None = None
     for m in members:
         if per_member:  # normalise per member (members may carry other statistics): one copy at a time
             tn = time.perf_counter()
@@ -641,6 +653,8 @@ def predict_scene(
                 if k != key:
                     x, key = normalise(raw, m.meta.get("norm")), k
             t_norm += time.perf_counter() - tn
+        if d_ood is None and "input_range" in m.meta:
+            d_ood = excess(x, m.meta["input_range"])
         avg.add(*forward_tta(m, x, tile_size=tile_size, overlap=overlap, tta=tta))
     del x
     sic, sic_se, probs = avg.result()
@@ -648,6 +662,8 @@ def predict_scene(
     temp = {c: t for c, t in temp.items() if c in probs}
     for chart, t in temp.items():
         probs[chart] = apply_temperature(probs[chart], t)
+    if d_ood is not None:  # honest confidence where the inputs lie outside the training range
+        probs = soften(probs, d_ood)
     t2 = time.perf_counter()
     logger.debug(
         "%s: features %.2f s, forward %.2f s (%d member(s)%s)",
@@ -669,6 +685,7 @@ def predict_scene(
         members=len(members),
         tta=tta,
         temperature=temp,
+        ood=None if d_ood is None else flag(d_ood),
     )
 
 

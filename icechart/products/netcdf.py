@@ -5,7 +5,7 @@ Layout (reference/contract.md "Products"; products-and-ops.md "CF netCDF"): dims
 "%", no scale_factor), ``SOD`` and ``FLOE`` uint8 classes with ``flag_values``/``flag_meanings``,
 all with ``_FillValue`` 255; ``SOD_confidence`` and ``FLOE_confidence`` uint8 percent (the chosen
 class's probability, OSI SAF practice) and ``status_flag`` (``flag_masks`` 1 land, 2 invalid SAR,
-4 outside swath), linked through ``ancillary_variables``; 2-D ``lat``/``lon`` auxiliary coordinates
+4 outside swath, 8 inputs outside the training range), linked through ``ancillary_variables``; 2-D ``lat``/``lon`` auxiliary coordinates
 (float32) named in every variable's ``coordinates``. From an ensemble, ``SIC_standard_error``
 (uint8 percent, ``standard_name "sea_ice_area_fraction standard_error"``, the spread of the
 members' SIC) joins SIC's ``ancillary_variables``; a calibrated model's confidence layers say
@@ -27,6 +27,7 @@ import numpy as np
 
 from icechart import __version__
 from icechart.classes import CLASS_NAMES, CLASS_TABLE_VERSION, FILL, N_CLASSES
+from icechart.classes import STATUS_OOD
 from icechart.infer.predict import STATUS_INVALID, STATUS_LAND, STATUS_MEANINGS, STATUS_OUTSIDE
 from icechart.io import contract as C
 
@@ -93,10 +94,11 @@ def variable_attrs(
         },
         "status_flag": {
             "standard_name": "sea_ice_classification status_flag",
-            "long_name": "why a pixel has no ice chart value (0 = charted)",
-            "flag_masks": np.array([STATUS_LAND, STATUS_INVALID, STATUS_OUTSIDE], u8),
+            "long_name": "why a pixel has no ice chart value (0 = charted); bit 8: charted, but "
+            "the inputs lie outside the model's training range (confidence lowered)",
+            "flag_masks": np.array([STATUS_LAND, STATUS_INVALID, STATUS_OUTSIDE, STATUS_OOD], u8),
             "flag_meanings": STATUS_MEANINGS,
-            "valid_range": np.array([0, 7], u8),
+            "valid_range": np.array([0, 15], u8),
             "coordinates": coords,
         },
         "lat": {

@@ -305,7 +305,9 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
         _write_json(out / "config.json", cfg.to_dict())
     t_data = time.perf_counter() - t0
     norm = norm_from_stacks([np.asarray(s.x) for s in train_s], cfg.channels)
-    extra_meta: dict[str, Any] = {}
+    from icechart.ood import input_range
+
+    extra_meta: dict[str, Any] = {"input_range": input_range((np.asarray(s.x) for s in train_s), norm)}
     net_norm = norm
     if cfg.stem:
         # the stem's inputs: 80 m HH/HV statistics (every 4th line and sample suffices); its
