@@ -26,6 +26,8 @@ Steps:
    everywhere) scored on the same sets.
 
 Prints one table per variant, then one JSON document (also written with ``--json FILE``).
+Each variant's result is also kept in ``WORKDIR/results/<variant>.json``; ``--report`` prints
+the tables of every variant found there without training.
 Timings are wall-clock on whatever else the machine is doing: say so when quoting them.
 """
 
@@ -78,7 +80,7 @@ def log(msg: str) -> None:
 def icechart(*args: str, quiet: bool = True) -> None:
     cmd = [sys.executable, "-m", "icechart", *(["-q"] if quiet else []), *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run(cmd, check=True, env=env)
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
@@ -192,6 +194,11 @@ def table(name: str, rows: dict[str, dict[str, Any]], info: str = "") -> str:
     return "\n".join(lines)
 
 
+def _info(r: dict[str, Any]) -> str:
+    return (f" (train {r['train_seconds']:.0f} s, peak {r['train_peak_gib']:.2f} GiB; validation combined "
+            f"{fmt((r.get('val') or {}).get('combined'))})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", default="/tmp/icechart-generalization")
@@ -206,13 +213,26 @@ def main() -> None:
     ap.add_argument("--config", default="quick-cpu")
     ap.add_argument("--set", action="append", default=[], help="extra --set for every variant")
     ap.add_argument("--json", dest="json_out")
+    ap.add_argument("--report", action="store_true", help="only print the results in WORKDIR/results")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    (work / "results").mkdir(exist_ok=True)
     sets = make_data(work, args)
     results: dict[str, Any] = {"settings": vars(args), "variants": {}}
     results["trivial"] = trivial(work / "train", sets)
     print(table("trivial predictor", results["trivial"]), flush=True)
+    if args.report:
+        for v in VARIANTS:
+            f = work / "results" / f"{v}.json"
+            if f.exists():
+                r = results["variants"][v] = json.loads(f.read_text())
+                print(table(v, r["tests"], _info(r)), flush=True)
+        text = json.dumps(results, indent=1)
+        if args.json_out:
+            Path(args.json_out).write_text(text + "\n")
+        print(text)
+        return
     for v in args.variants.split(","):
         run = work / "runs" / v
         sets_ = [x for s in [*VARIANTS[v], f"n_val={args.val}", *args.set] for x in ("--set", s)]
@@ -227,10 +247,10 @@ def main() -> None:
             pred = work / "pred" / v / name
             icechart("predict", str(d), "-o", str(pred), "--model", str(run), "--formats", "netcdf", "--overwrite")
             rows[name] = score_dir(d, pred)
-        results["variants"][v] = {"train_seconds": round(secs, 1), "train_peak_gib": round(rss, 2),
-                                  "val": summary.get("scores"), "tests": rows}
-        print(table(v, rows, f" (train {secs:.0f} s, peak {rss:.2f} GiB; validation combined "
-                             f"{fmt((summary.get('scores') or {}).get('combined'))})"), flush=True)
+        r = results["variants"][v] = {"train_seconds": round(secs, 1), "train_peak_gib": round(rss, 2),
+                                      "val": summary.get("scores"), "tests": rows}
+        (work / "results" / f"{v}.json").write_text(json.dumps(r, indent=1) + "\n")
+        print(table(v, rows, _info(r)), flush=True)
     text = json.dumps(results, indent=1)
     if args.json_out:
         Path(args.json_out).write_text(text + "\n")

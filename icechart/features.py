@@ -33,8 +33,8 @@ pixels, whatever the downscaling method:
   2.2 dB at 5 looks); a mixture of ice and water adds ``c (1 - c) (contrast)^2``: it peaks at
   intermediate concentration.
 * ``*_lag1``, ``*_lag4``: ``sqrt(D(k) / 2)`` with ``D(k)`` the mean of ``(x[r, c + k] - x[r, c])^2``
-  and ``(x[r + k, c] - x[r, c])^2`` over the block's pixels (partners may lie in the next
-  block). For uncorrelated pixels ``sqrt(D(k)/2)`` equals the standard deviation; a pattern with
+  over the block's pixels (partners may lie in the next block; along the line only: floes and
+  speckle are isotropic, and one direction halves the cost). For uncorrelated pixels ``sqrt(D(k)/2)`` equals the standard deviation; a pattern with
   a correlation length above k pixels lowers it. ``lag1`` against ``lag4`` and ``std`` is a
   two-scale estimate of the texture scale (the structure function; floe size).
 * ``*_bright``: fraction of the block's pixels whose 3 x 3 mean (speckle reduced 9-fold in
@@ -123,12 +123,13 @@ def _block_reduce_mean(a: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _block_sum(v: np.ndarray, factor: int) -> np.ndarray:
-    """Sum over ``factor x factor`` blocks of a float array without NaN (float64)."""
+    """Sum over ``factor x factor`` blocks (partial edge blocks padded with 0); float32 (a block
+    holds at most a few hundred values of order 1: float32 sums are exact enough)."""
     h, w = v.shape
     oh, ow = -(-h // factor), -(-w // factor)
     if oh * factor != h or ow * factor != w:
         v = np.pad(v, ((0, oh * factor - h), (0, ow * factor - w)))
-    return v.reshape(oh, factor, ow, factor).sum(axis=3, dtype=np.float64).sum(axis=1)
+    return v.reshape(oh * factor, ow, factor).sum(axis=2).reshape(oh, factor, ow).sum(axis=1)
 
 
 def texture_stats(
@@ -152,42 +153,48 @@ def texture_stats(
         ``stat -> (ceil(rows/f), ceil(cols/f))`` float32, NaN where a block has no valid pixel.
     """
     hh, ww = win.shape
-    core = win[halo : hh - halo, halo : ww - halo]
-    r, w = core.shape
-    valid = np.isfinite(core)
-    z = np.where(valid, core, np.float32(0))
-    n = _block_sum(valid.astype(np.float32), factor)
+    r, w = hh - 2 * halo, ww - 2 * halo
+    okf = np.isfinite(win)
+    zf = np.where(okf, win, np.float32(0))  # zero-filled values, and validity as 0/1 weights
+    vf = okf.astype(np.float32)
+    core = (slice(halo, halo + r), slice(halo, halo + w))
+    z, v = zf[core], vf[core]
+    n = _block_sum(v, factor)
+    out: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
-        inv_n = np.where(n > 0, 1.0 / np.maximum(n, 1), np.nan)
+        inv_n = np.where(n > 0, np.float32(1) / np.maximum(n, np.float32(1)), np.float32(np.nan))
         mean = _block_sum(z, factor) * inv_n
-        out: dict[str, np.ndarray] = {}
         if "std" in stats:
             var = _block_sum(z * z, factor) * inv_n - mean * mean
-            out["std"] = np.sqrt(np.maximum(var, 0.0))
+            out["std"] = np.sqrt(np.maximum(var, np.float32(0)))
+        buf = np.empty((r, w), np.float32)
+        pair = np.empty((r, w), np.float32)
         for stat, k in (("lag1", 1), ("lag4", 4)):
             if stat not in stats:
                 continue
             tot = np.zeros_like(n)
             cnt = np.zeros_like(n)
-            for d in (
-                win[halo : halo + r, halo + k : halo + k + w] - core,
-                win[halo + k : halo + k + r, halo : halo + w] - core,
-            ):
-                ok = np.isfinite(d)
-                d = np.where(ok, d, np.float32(0))
-                tot += _block_sum(d * d, factor)
-                cnt += _block_sum(ok.astype(np.float32), factor)
-            out[stat] = np.where(cnt > 0, np.sqrt(tot / np.maximum(cnt, 1) / 2.0), np.nan)
+            for shifted in ((slice(halo, halo + r), slice(halo + k, halo + k + w)),):  # along the line
+                np.multiply(v, vf[shifted], out=pair)  # 1 where both pixels are valid
+                np.subtract(zf[shifted], z, out=buf)
+                np.multiply(buf, buf, out=buf)
+                buf *= pair
+                tot += _block_sum(buf, factor)
+                cnt += _block_sum(pair, factor)
+            out[stat] = np.where(cnt > 0, np.sqrt(tot / np.maximum(cnt, np.float32(1)) / np.float32(2)), np.float32(np.nan))
         if "bright" in stats:
-            part = win[halo - 1 : halo + r + 1, halo - 1 : halo + w + 1]
-            ok = np.isfinite(part)
-            s3 = ndimage.uniform_filter(np.where(ok, part, np.float32(0)), 3, mode="constant")
-            c3 = ndimage.uniform_filter(ok.astype(np.float32), 3, mode="constant")
-            box = s3[1:-1, 1:-1] / np.maximum(c3[1:-1, 1:-1], np.float32(1e-6))
-            thr = np.repeat(np.repeat(mean.astype(np.float32), factor, axis=0), factor, axis=1)[:r, :w]
-            above = (box > thr) & valid
+            part = (slice(halo - 1, halo + r + 1), slice(halo - 1, halo + w + 1))
+            s3 = ndimage.uniform_filter(zf[part], 3, mode="constant")[1:-1, 1:-1]
+            c3 = ndimage.uniform_filter(vf[part], 3, mode="constant")[1:-1, 1:-1]
+            np.maximum(c3, np.float32(1e-6), out=c3)
+            np.divide(s3, c3, out=s3)  # 3 x 3 mean over valid neighbours
+            oh, ow = n.shape
+            if oh * factor != r or ow * factor != w:
+                s3 = np.pad(s3, ((0, oh * factor - r), (0, ow * factor - w)), constant_values=-np.inf)
+            above = s3.reshape(oh, factor, ow, factor) > np.nan_to_num(mean, nan=np.inf)[:, None, :, None]
+            above = above.reshape(oh * factor, ow * factor)[:r, :w] & okf[core]
             out["bright"] = _block_sum(above.astype(np.float32), factor) * inv_n
-    return {k: v.astype(np.float32) for k, v in out.items()}
+    return {k: v.astype(np.float32, copy=False) for k, v in out.items()}
 
 
 def _texture_window(scene: Scene, name: str, rows: tuple[int, int], cols: tuple[int, int], halo: int) -> np.ndarray:
