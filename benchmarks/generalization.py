@@ -83,8 +83,8 @@ def icechart(*args: str, quiet: bool = True) -> None:
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd``; (wall seconds, peak resident memory in GiB) of the child."""
+def timed(cmd: list[str]) -> tuple[float, float, float]:
+    """Run ``cmd``; (wall seconds, CPU seconds, peak resident memory in GiB) of the child."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
@@ -93,7 +93,7 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     secs = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
-    return secs, usage.ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+    return secs, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 2**20  # ru_maxrss: KiB on Linux
 
 
 def make_data(work: Path, args: argparse.Namespace) -> dict[str, Path]:
@@ -195,7 +195,8 @@ def table(name: str, rows: dict[str, dict[str, Any]], info: str = "") -> str:
 
 
 def _info(r: dict[str, Any]) -> str:
-    return (f" (train {r['train_seconds']:.0f} s, peak {r['train_peak_gib']:.2f} GiB; validation combined "
+    return (f" (train {r['train_seconds']:.0f} s wall, {r.get('train_cpu_seconds', 0):.0f} s CPU, peak "
+            f"{r['train_peak_gib']:.2f} GiB; validation combined "
             f"{fmt((r.get('val') or {}).get('combined'))})")
 
 
@@ -240,14 +241,15 @@ def main() -> None:
         cmd = [sys.executable, "-m", "icechart", "-q", "train", "--config", args.config,
                "--data", str(work / "train"), "-o", str(run), "--seed", str(args.train_seed),
                "--overwrite", *sets_]
-        secs, rss = timed(cmd)
+        secs, cpu, rss = timed(cmd)
         summary = json.loads((run / "summary.json").read_text())
         rows = {}
         for name, d in sets.items():
             pred = work / "pred" / v / name
             icechart("predict", str(d), "-o", str(pred), "--model", str(run), "--formats", "netcdf", "--overwrite")
             rows[name] = score_dir(d, pred)
-        r = results["variants"][v] = {"train_seconds": round(secs, 1), "train_peak_gib": round(rss, 2),
+        r = results["variants"][v] = {"train_seconds": round(secs, 1), "train_cpu_seconds": round(cpu, 1),
+                                      "train_peak_gib": round(rss, 2),
                                       "val": summary.get("scores"), "tests": rows}
         (work / "results" / f"{v}.json").write_text(json.dumps(r, indent=1) + "\n")
         print(table(v, rows, _info(r)), flush=True)
