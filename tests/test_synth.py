@@ -172,3 +172,20 @@ def test_seeded_and_distinct():
     np.testing.assert_array_equal(a["SIC"].values, b["SIC"].values)
     assert a.attrs["scene_id"] == b.attrs["scene_id"]
     assert not np.array_equal(a[C.SECONDARY].values, c[C.SECONDARY].values)
+
+
+def test_cli_shift_options(tmp_path):
+    import xarray as xr
+    from click.testing import CliRunner
+
+    from icechart.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["synth", str(tmp_path / "s"), "--size", "60x50", "--seed", "2", "--wind", "16",
+                                 "--incidence", "20,30", "--enl", "4.5", "--melt", "0.5", "--service", "cis"])
+    assert r.exit_code == 0, r.output
+    (path,) = (tmp_path / "s").glob("*_cis_prep.nc")
+    with xr.open_dataset(path) as ds:
+        assert ds.attrs["synth_wind_m_s"] == 16.0 and ds.attrs["synth_enl"] == 4.5
+        assert ds.attrs["synth_incidence_deg"] == "20,30" and ds.attrs["synth_melt"] == 0.5
+    bad = CliRunner().invoke(cli, ["synth", str(tmp_path / "t"), "--incidence", "40,30"])
+    assert bad.exit_code == 2 and "NEAR < FAR" in bad.output
