@@ -155,7 +155,7 @@ def test_runs_and_ensemble(scenes: Path, tmp_path: Path) -> None:
 
 def test_presets_load_by_name() -> None:
     names = preset_names()
-    assert "quick-cpu" in names and "model-1" in names and len([n for n in names if n.startswith("model-")]) == 9
+    assert "quick-cpu" in names and "model-1" in names and len([n for n in names if n.startswith("model-")]) == 10
     for name in names:
         cfg = load_train_config(name)
         assert cfg.patch_size >= 16
@@ -163,6 +163,9 @@ def test_presets_load_by_name() -> None:
     assert (m1.factor, m1.batch_size, m1.patch_size, m1.epochs, m1.iterations) == (10, 16, 256, 300, 500)
     assert m1.filters == (32, 32, 64, 64) and len(m1.channels) == 16
     assert load_train_config("model-9").separate_decoders
+    tex = load_train_config("model-1-texture")
+    assert tex.channels[:16] == m1.channels and len(tex.channels) == 24
+    assert (tex.factor, tex.epochs, tex.lr, tex.filters) == (m1.factor, m1.epochs, m1.lr, m1.filters)
     assert load_train_config("model-8").sic_mode == "classification"
     q = load_train_config("quick-cpu", overrides=["epochs=1"], data="x")
     assert (q.factor, q.patch_size, q.batch_size, q.filters, q.epochs, q.data) == (5, 96, 8, (16, 16, 32, 32), 1, "x")
