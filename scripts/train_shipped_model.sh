@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the shipped model models/synth-demo-v2 and its held-out score (issues 8 and 12).
 # Usage: bash scripts/train_shipped_model.sh [WORKDIR]   (the quick-cpu preset: minutes on 2 CPU cores)
-# Scenes and recipe are those of the `stem` variant of benchmarks/generalization.py (the default
-# since issue 12): the physics generator (icechart synth: ice fraction and floe-size texture,
+# Scenes and recipe are those of the `texture` variant of benchmarks/generalization.py (the best
+# variant; the quick-cpu default since issue 12): the physics generator (icechart synth: ice fraction and floe-size texture,
 # speckle, wind-roughened water, noise floor) and the quick-cpu preset with 2 validation scenes.
 set -euo pipefail
 work=${1:-runs/synth-demo-v2}
