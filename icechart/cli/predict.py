@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -18,9 +17,6 @@ from icechart.cli.options import (
     progress_opt,
     strict_opt,
 )
-
-if TYPE_CHECKING:
-    from icechart.ops.batch import BatchResult
 
 logger = logging.getLogger(__name__)
 
@@ -111,44 +107,13 @@ def predict(
       icechart predict s.nc -o charts/ --model runs/ens5/ensemble.toml --tta --uncertainty-tif
       icechart -q --log-format json predict /data/incoming -o /data/charts --lock /run/lock/icechart.lock
     """
-    from icechart.infer.run import process_scene, product_options
-    from icechart.ops.batch import SceneOutput, run_guarded, want_progress
-    from icechart.products.warp import parse_crs
+    from icechart.pipeline.predict import predict_batch
 
     if uncertainty_tif and "uncertainty" not in formats:
         formats = (*formats, "uncertainty")
-    target_crs = parse_crs(crs)  # a bad CRS is a configuration error (78), before any scene
-    options = product_options(
-        formats, crs=target_crs.to_string(), resolution=resolution, sieve=sieve, tile_size=tile_size, tta=tta
-    )
-    command = "icechart " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    state: dict[str, Any] = {}
-
-    def setup() -> dict[str, Any]:
-        # Runs under the lock, after OUT is made: the model touches the GPU only then.
-        from icechart.infer.predict import load_model, resolve_device
-
-        dev = resolve_device(device)
-        model = state["model"] = load_model(model_spec, device=dev)
-        return {"model_id": model.model_id, "model_sha256": getattr(model, "sha256", None), "device": dev}
-
-    def process(path: Path) -> "SceneOutput":
-        timings: dict[str, float] = {}
-        files = process_scene(
-            path, state["model"], outdir, formats=formats, crs=crs, resolution=resolution,
-            tile_size=tile_size, sieve=sieve, command=command, timings=timings, tta=tta,
-        )  # fmt: skip
-        return SceneOutput(files, timings={k: v for k, v in timings.items() if isinstance(v, float)})
-
-    def finish(_result: "BatchResult") -> None:
-        if "autoice" in formats:
-            from icechart.products.autoice import write_autoice
-
-            write_autoice(outdir, state["model"].model_id)
-
-    run_guarded(
-        inputs, process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,
-        outdir=outdir, options=options, overwrite=overwrite, strict=strict,
-        progress=want_progress(progress),
+    predict_batch(
+        inputs, outdir, model=model_spec, formats=formats, crs=crs, resolution=resolution,
+        sieve=sieve, tile_size=tile_size, tta=tta, device=device, overwrite=overwrite,
+        lock=lock, lock_wait=lock_wait, strict=strict, progress=progress,
+        command="icechart " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )  # fmt: skip
-
