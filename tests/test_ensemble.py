@@ -256,3 +256,23 @@ def test_calibrate_cli(data: dict, tmp_path: Path) -> None:
                               "-o", str(tmp_path / "cal.safetensors"), "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert set(json.loads(res.stdout)["temperature"]) == {"SOD", "FLOE"}
+
+
+def test_notebook_dataset_and_netcdf_agree_on_calibration(data: dict, tmp_path: Path) -> None:
+    """icechart.predict() and the netCDF of the same model describe the confidence alike."""
+    import icechart
+    from icechart.products import write_products
+
+    cal = save_member(tmp_path / "cal.safetensors", seed=1,
+                      calibration={"method": "temperature", "temperature": {"SOD": 2.0, "FLOE": 0.5}})  # fmt: skip
+    ds = icechart.predict(data["scene"], str(cal))
+    model = load_model(str(cal))
+    with open_scene(data["scene"]) as scene:
+        (nc_path,) = write_products(P.predict_scene(scene, model), scene, tmp_path, formats="netcdf")
+    with netCDF4.Dataset(nc_path) as nc:
+        for chart in ("SOD", "FLOE"):
+            v = f"{chart}_confidence"
+            assert ds[v].attrs["comment"] == nc.variables[v].comment
+            assert "temperature-scaled" in ds[v].attrs["comment"]
+            np.testing.assert_array_equal(ds[v].values, nc.variables[v][:].filled(255))
+        assert ds.attrs["confidence_calibration"] == nc.confidence_calibration == "temperature scaling: FLOE T=0.5000, SOD T=2.0000"
