@@ -7,13 +7,20 @@ Library API (a notebook user needs no CLI)::
     charts = icechart.predict("20180707T113313_cis_prep.nc")  # xarray.Dataset at SAR geometry
 """
 
+from typing import TYPE_CHECKING
+
 from icechart._version import __version__
-from icechart.io.scene import Scene, open_scene
+
+if TYPE_CHECKING:
+    from icechart.io.scene import Scene, open_scene
 
 __all__ = ["__version__", "Scene", "open_scene", "predict", "predict_scene", "load_model", "write_products"]
 
-# Loaded on first use (PEP 562) so `import icechart` and the CLI's --help do not import torch.
+# Loaded on first use (PEP 562) so `import icechart` and the CLI's --help import neither torch nor
+# xarray: the command installs its signal handlers before any heavy import (icechart.cli.main).
 _LAZY = {
+    "Scene": ("icechart.io.scene", "Scene"),
+    "open_scene": ("icechart.io.scene", "open_scene"),
     "predict": ("icechart.infer.predict", "predict_dataset"),
     "predict_scene": ("icechart.infer.predict", "predict_scene"),
     "load_model": ("icechart.infer.predict", "load_model"),

@@ -60,6 +60,22 @@ SCENE_ID_RE = re.compile(r"\d{8}T\d{6}_[a-z]+")
 """The AutoICE key (contract.md): first match in the ``scene_id`` attribute, else the file name."""
 
 
+MODEL_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+"""A model id (registry id, model card ``id``, ensemble ``id``, ``ckpt-<hex>``): it goes into
+every product's file name, so it is a plain name of at most 64 ASCII letters, digits and
+``. _ + -``, starting with a letter or digit, with no ``..`` (contract.md "Products")."""
+
+
+def safe_model_id(value: object) -> bool:
+    """True when ``value`` is a string that :data:`MODEL_ID_RE` matches in full (and no ``..``)."""
+    return isinstance(value, str) and MODEL_ID_RE.fullmatch(value) is not None and ".." not in value
+
+
+def safe_scene_id(value: object) -> bool:
+    """True when ``value`` is a whole scene id (:data:`SCENE_ID_RE`), safe in a file name."""
+    return isinstance(value, str) and SCENE_ID_RE.fullmatch(value) is not None
+
+
 def channel_kind(channel: str) -> str:
     """Return ``"sar"``, ``"coarse"`` or ``"derived"`` for a channel name; KeyError if unknown."""
     if channel in SAR_VARIABLES:

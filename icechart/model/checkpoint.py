@@ -143,16 +143,54 @@ def _resolve(path: Path) -> tuple[Path, str | None, str | None]:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ModelError(f"{card}: unreadable model card ({exc})") from exc
         model = info.get("model", info)
+        if not isinstance(model, dict):
+            raise ModelError(f"{card}: [model] must be a table")
         weights = model.get("weights", "model.safetensors")
         sha = model.get("sha256")
-        mid = model.get("id") or path.name
-        return path / str(weights), str(mid), (str(sha).lower() if sha else None)
+        mid = model.get("id", path.name)
+        check_model_id(mid, where=card)
+        return _card_weights(card, weights), str(mid), _card_sha256(card, sha)
     for name in RUN_DIR_WEIGHTS:
         if (path / name).is_file():
             return path / name, None, None
     raise ModelError(
         f"{path}: no model here (expected {MODEL_CARD}, or a training run's best.safetensors)"
     )
+
+
+def check_model_id(value: object, *, where: str | Path) -> str:
+    """``value`` when it is a safe model id (:data:`icechart.io.contract.MODEL_ID_RE`), else
+    ModelError (69): the id names every product file, so ``..``, ``/``, newlines and empty ids
+    are refused when the model is loaded, before anything is written."""
+    from icechart.io.contract import MODEL_ID_RE, safe_model_id
+
+    if not safe_model_id(value):
+        raise ModelError(
+            f"{where}: model id {value!r} is not a safe name (1-64 of A-Z a-z 0-9 . _ + -, "
+            f"matching {MODEL_ID_RE.pattern}, no '..')"
+        )
+    return str(value)
+
+
+def _card_weights(card: Path, weights: object) -> Path:
+    """The model card's ``weights``: a relative path that stays inside the card's directory."""
+    if not isinstance(weights, str) or not weights or "\0" in weights:
+        raise ModelError(f"{card}: `weights` must be a file name, got {weights!r}")
+    rel = Path(weights)
+    root = card.parent.resolve()
+    target = (card.parent / rel).resolve()
+    if rel.is_absolute() or not target.is_relative_to(root):
+        raise ModelError(f"{card}: `weights` {weights!r} points outside the model directory")
+    return card.parent / rel
+
+
+def _card_sha256(card: Path, sha: object) -> str | None:
+    if sha is None or sha == "":
+        return None
+    text = str(sha).lower() if isinstance(sha, str) else ""
+    if len(text) != 64 or any(ch not in "0123456789abcdef" for ch in text):
+        raise ModelError(f"{card}: `sha256` must be 64 hex digits, got {sha!r}")
+    return text
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
