@@ -67,3 +67,9 @@ progress_opt = click.option(
     default=None,
     help="Progress on stderr (default: only when stderr is a terminal).",
 )
+verify_opt = click.option(
+    "--verify",
+    is_flag=True,
+    help="Hash every product of a finished scene against its manifest (not only size and time); "
+    "a damaged or missing product makes the scene be made again.",
+)

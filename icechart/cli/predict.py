@@ -17,6 +17,7 @@ from icechart.cli.options import (
     overwrite_opt,
     progress_opt,
     strict_opt,
+    verify_opt,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class FormatList(click.ParamType):
 @lock_opt
 @lock_wait_opt
 @strict_opt
+@verify_opt
 @progress_opt
 def predict(
     inputs: tuple[str, ...],
@@ -82,6 +84,7 @@ def predict(
     lock: str | None,
     lock_wait: float,
     strict: bool,
+    verify: bool,
     progress: bool | None,
 ) -> None:
     """Predict ice charts (SIC, SOD, FLOE) for AI4Arctic scenes and write the products.
@@ -97,10 +100,14 @@ def predict(
 
     Made for cron: a rerun skips scenes whose manifest matches (same input, model and product
     options; the device does not count; the input is checked by size and time, hashed only
-    when they changed) and refuses to replace a different product without --overwrite (73).
+    when they changed) and refuses to replace a different product without --overwrite (73);
+    a missing or damaged product of its own (size and time, or sha256 with --verify) is made
+    again, and a failed --overwrite puts the old set back.
     A bad scene fails alone: the others are still done, and the exit code is the first failing
-    scene's. One summary line per scene goes to stderr. SIGINT/SIGTERM remove temporary files
-    and exit 130/143; --lock makes a second run exit 75 at once. Less than half of the SAR
+    scene's. One summary line per scene goes to stderr. SIGINT/SIGTERM/SIGHUP remove temporary
+    files and exit 130/143/129; --lock makes a second run exit 75 at once; without it, runs on
+    one OUT share the scenes (a per-scene claim file). An input replaced while it is read fails
+    its scene with 75 and leaves nothing. Less than half of the SAR
     valid is a warning, exit 65 with --strict.
 
     \b
@@ -149,6 +156,6 @@ def predict(
     run_guarded(
         inputs, process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,
         outdir=outdir, options=options, overwrite=overwrite, strict=strict,
-        progress=want_progress(progress),
+        progress=want_progress(progress), verify=verify,
     )  # fmt: skip
 

@@ -14,6 +14,14 @@ COARSE_DIMS = ("2km_grid_lines", "2km_grid_samples")
 TIE_DIMS = ("sar_line_2dgrid_points", "sar_sample_2dgrid_points")
 COARSE_FACTOR = 25
 """One 2 km AMSR2/ERA5 cell covers 25 x 25 SAR pixels at 80 m (contract.md)."""
+PIXEL_SPACING = 80.0
+"""SAR pixel spacing of AI4Arctic scenes (m; the files' ``pixel_spacing`` attribute)."""
+MAX_SAR_SIDE = 12_500
+"""Largest SAR side accepted (1000 km at 80 m). Real scenes are about 5000 x 5000 (a 400 km
+Sentinel-1 EW swath; ai4arctic.md); a file declaring more is refused (65) before any array of
+that size is allocated."""
+MAX_TIE_POINTS = 250_000
+"""Most tie points accepted (real files hold about 21 x 21)."""
 
 PRIMARY = "nersc_sar_primary"
 SECONDARY = "nersc_sar_secondary"
