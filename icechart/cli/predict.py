@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from icechart.cli.options import (
+    FiniteFloatRange,
     device_opt,
     lock_opt,
     lock_wait_opt,
@@ -56,9 +57,9 @@ class FormatList(click.ParamType):
     help="Comma list of netcdf, geotiff, shapefile, png, autoice, uncertainty (autoice: the AutoICE submission file of all complete scenes in OUT; uncertainty: as --uncertainty-tif).",
 )
 @click.option("--crs", default="EPSG:3413", show_default=True, help="Projected CRS of the GeoTIFFs and the shapefile (EPSG code or PROJ string).")
-@click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=200.0, show_default=True, help="GeoTIFF pixel size in CRS units (m).")
-@click.option("--sieve", type=click.IntRange(min=0), default=None, help="SIGRID-3: merge regions smaller than this many model pixels (800 m) [default: 16].")
-@click.option("--tile-size", type=click.IntRange(min=16), default=None, help="Model pixels per tile side; lower it on small GPUs [default: 512].")
+@click.option("--resolution", type=FiniteFloatRange(min=0, max=100_000, min_open=True), default=200.0, show_default=True, help="GeoTIFF pixel size in CRS units (m).")
+@click.option("--sieve", type=click.IntRange(min=0, max=1_000_000), default=None, help="SIGRID-3: merge regions smaller than this many model pixels (800 m) [default: 16].")
+@click.option("--tile-size", type=click.IntRange(min=16, max=16384), default=None, help="Model pixels per tile side; lower it on small GPUs [default: 512].")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average each network over left-right and up-down flips (4 forward passes).")
 @click.option("--uncertainty-tif", is_flag=True, help="Also write GeoTIFFs of SOD/FLOE confidence and, for an ensemble, the SIC standard error ({id}_{model}_{layer}.tif).")
 @device_opt
