@@ -10,12 +10,14 @@ from typing import Any
 import click
 
 from icechart.cli.options import (
+    FiniteFloatRange,
     device_opt,
     lock_opt,
     lock_wait_opt,
     overwrite_opt,
     progress_opt,
     strict_opt,
+    verify_opt,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,9 +53,9 @@ class FormatList(click.ParamType):
     help="Comma list of netcdf, geotiff, shapefile, png, autoice, uncertainty (autoice: the AutoICE submission file of all complete scenes in OUT; uncertainty: as --uncertainty-tif).",
 )
 @click.option("--crs", default="EPSG:3413", show_default=True, help="Projected CRS of the GeoTIFFs and the shapefile (EPSG code or PROJ string).")
-@click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=200.0, show_default=True, help="GeoTIFF pixel size in CRS units (m).")
-@click.option("--sieve", type=click.IntRange(min=0), default=None, help="SIGRID-3: merge regions smaller than this many model pixels (800 m) [default: 16].")
-@click.option("--tile-size", type=click.IntRange(min=16), default=None, help="Model pixels per tile side; lower it on small GPUs [default: 512].")
+@click.option("--resolution", type=FiniteFloatRange(min=0, max=100_000, min_open=True), default=200.0, show_default=True, help="GeoTIFF pixel size in CRS units (m).")
+@click.option("--sieve", type=click.IntRange(min=0, max=1_000_000), default=None, help="SIGRID-3: merge regions smaller than this many model pixels (800 m) [default: 16].")
+@click.option("--tile-size", type=click.IntRange(min=16, max=16384), default=None, help="Model pixels per tile side; lower it on small GPUs [default: 512].")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average each network over left-right and up-down flips (4 forward passes).")
 @click.option("--uncertainty-tif", is_flag=True, help="Also write GeoTIFFs of SOD/FLOE confidence and, for an ensemble, the SIC standard error ({id}_{model}_{layer}.tif).")
 @device_opt
@@ -61,6 +63,7 @@ class FormatList(click.ParamType):
 @lock_opt
 @lock_wait_opt
 @strict_opt
+@verify_opt
 @progress_opt
 def predict(
     inputs: tuple[str, ...],
@@ -78,6 +81,7 @@ def predict(
     lock: str | None,
     lock_wait: float,
     strict: bool,
+    verify: bool,
     progress: bool | None,
 ) -> None:
     """Predict ice charts (SIC, SOD, FLOE) for AI4Arctic scenes and write the products.
@@ -93,10 +97,14 @@ def predict(
 
     Made for cron: a rerun skips scenes whose manifest matches (same input, model and product
     options; the device does not count; the input is checked by size and time, hashed only
-    when they changed) and refuses to replace a different product without --overwrite (73).
+    when they changed) and refuses to replace a different product without --overwrite (73);
+    a missing or damaged product of its own (size and time, or sha256 with --verify) is made
+    again, and a failed --overwrite puts the old set back.
     A bad scene fails alone: the others are still done, and the exit code is the first failing
-    scene's. One summary line per scene goes to stderr. SIGINT/SIGTERM remove temporary files
-    and exit 130/143; --lock makes a second run exit 75 at once. Less than half of the SAR
+    scene's. One summary line per scene goes to stderr. SIGINT/SIGTERM/SIGHUP remove temporary
+    files and exit 130/143/129; --lock makes a second run exit 75 at once; without it, runs on
+    one OUT share the scenes (a per-scene claim file). An input replaced while it is read fails
+    its scene with 75 and leaves nothing. Less than half of the SAR
     valid is a warning, exit 65 with --strict.
 
     \b
@@ -114,6 +122,6 @@ def predict(
     predict_batch(
         inputs, outdir, model=model_spec, formats=formats, crs=crs, resolution=resolution,
         sieve=sieve, tile_size=tile_size, tta=tta, device=device, overwrite=overwrite,
-        lock=lock, lock_wait=lock_wait, strict=strict, progress=progress,
+        lock=lock, lock_wait=lock_wait, strict=strict, progress=progress, verify=verify,
         command="icechart " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )  # fmt: skip

@@ -269,6 +269,7 @@ def predict_batch(
     lock_wait: float = 0.0,
     strict: bool = False,
     progress: bool | None = False,
+    verify: bool = False,
     command: str | None = None,
 ) -> "BatchResult":
     """Predict every scene of ``inputs`` into ``outdir``: what ``icechart predict`` runs.
@@ -293,6 +294,9 @@ def predict_batch(
         Hold this lock file for the run (busy: 75 at once, or after ``lock_wait`` seconds).
     progress
         "scene k/n" lines on stderr; None: when stderr is a terminal.
+    verify
+        Check the products of a skipped scene by their manifest sha256 (not only size and
+        time); a missing or damaged product makes the scene redo.
     command
         Recorded in the netCDF history (default ``sys.argv``).
 
@@ -344,5 +348,5 @@ def predict_batch(
     return run_guarded(
         list(inputs), process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,
         outdir=outdir, options=options, overwrite=overwrite, strict=strict,
-        progress=want_progress(progress),
+        progress=want_progress(progress), verify=verify,
     )  # fmt: skip

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from icechart._version import __version__
-from icechart.atomic import TMP_PREFIX, atomic_path
+from icechart.atomic import atomic_path, forget_temporary, register_temporary, temp_prefix
 from icechart.classes import CHARTS, STATUS_INVALID, STATUS_LAND
 from icechart.errors import ConfigError
 from icechart.hashing import sha256_file
@@ -379,7 +379,9 @@ def write_products(
                 sieve=sigrid3.DEFAULT_SIEVE if sieve is None else int(sieve),
                 simplify=0.5 * res if simplify is None else float(simplify),
             )
-            tmpdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "shp-", dir=outdir))
+            tmpdir = Path(tempfile.mkdtemp(prefix=temp_prefix("shp"), dir=outdir))
+            register_temporary(tmpdir)  # a signal removes it too
+            stack.callback(forget_temporary, tmpdir)
             stack.callback(shutil.rmtree, tmpdir, True)
             try:
                 sigrid3.write_shapefile(tmpdir / f"{stem}_sigrid3.shp", polys, target_crs)
