@@ -7,7 +7,11 @@ a scene whose downscaled grid fits in ``tile_size`` goes through in one pass.
 
 Decisions (reference/method.md "Inference"): SIC = round(clamp(regression, 0, 10)) (argmax for a
 classification head); SOD and FLOE = argmax of the softmax; confidence = the chosen class's
-probability.
+probability. The three charts agree with each other, as an ice chart's egg code must (SIGRID-3:
+ice present => a stage; the AI4Arctic labels obey the same rule): where SIC is 0, SOD and FLOE
+are open water (class 0); where SIC > 0 they are the argmax over the *ice* classes (1..), never
+open water. SIC decides because it is the concentration head and the one the polygons' CT comes
+from (:func:`ice_consistent`).
 
 Full resolution. The low-resolution probabilities are upsampled *bilinearly* to the SAR grid
 before deciding, by row blocks (:meth:`Prediction.blocks`), so the full-resolution charts never
@@ -243,17 +247,21 @@ class Prediction:
 
     # -- decisions at the model's resolution ------------------------------------------------
     def lowres_classes(self) -> dict[str, np.ndarray]:
-        """uint8 classes per chart at the downscaled grid (no masking)."""
+        """uint8 classes per chart at the downscaled grid (no masking; :func:`ice_consistent`)."""
         out: dict[str, np.ndarray] = {}
         if self.sic is not None:
             out["SIC"] = np.rint(np.clip(self.sic, 0, 10)).astype(np.uint8)
         for chart, p in self.probs.items():
             out[chart] = p.argmax(axis=0).astype(np.uint8)
-        return out
+        return ice_consistent(out, self.probs)
 
     def lowres_confidence(self) -> dict[str, np.ndarray]:
-        """Top-class probability per probabilistic chart at the downscaled grid (float32)."""
-        return {chart: p.max(axis=0) for chart, p in self.probs.items()}
+        """The chosen class's probability per probabilistic chart at the downscaled grid (float32)."""
+        cls = self.lowres_classes()
+        return {
+            chart: np.take_along_axis(p, cls[chart][None].astype(np.intp), axis=0)[0]
+            for chart, p in self.probs.items()
+        }
 
     # -- full resolution, by row blocks ------------------------------------------------------
     def blocks(self, scene: Scene, *, block_rows: int = BLOCK_ROWS) -> Iterator[Block]:
@@ -269,8 +277,14 @@ class Prediction:
         cols = _Axis.build(np.arange(samples, dtype=np.float64), cc)
         cls = self.lowres_classes()
         conf = self.lowres_confidence()
+        # SOD/FLOE of ice pixels: the argmax over the ice classes (1..), decided like any chart
+        # on the probabilities without open water (ice_consistent).
+        ice = {c: p[1:] for c, p in self.probs.items() if c in _ICE_CHARTS}
+        ice_cls = {c: (p.argmax(axis=0)).astype(np.uint8) for c, p in ice.items()}
+        ice_conf = {c: p.max(axis=0) for c, p in ice.items()}
         # A low-res cell (i, j) is "uniform" when it and its +1 neighbours share the class.
         uniform = {chart: _uniform_cells(cls[chart]) for chart in self.probs}
+        ice_uniform = {c: _uniform_cells(a) for c, a in ice_cls.items()}
         for r0 in range(0, lines, block_rows):
             r1 = min(r0 + block_rows, lines)
             rows = _Axis.build(np.arange(r0, r1, dtype=np.float64), rc)
@@ -281,7 +295,19 @@ class Prediction:
                 np.clip(v, 0, 10, out=v)
                 charts["SIC"] = np.rint(v).astype(np.uint8)
             for chart, p in self.probs.items():
+                if chart in ice and "SIC" in charts:
+                    continue
                 charts[chart], confs[chart] = _decide(p, cls[chart], conf[chart], uniform[chart], rows, cols)
+            if "SIC" in charts:
+                water = charts["SIC"] == 0
+                for chart, p in ice.items():
+                    c, q = _decide(p, ice_cls[chart], ice_conf[chart], ice_uniform[chart], rows, cols)
+                    c += np.uint8(1)
+                    c[water] = 0
+                    if water.any():
+                        p0 = _bilinear(self.probs[chart][0], rows, cols)[water]
+                        q[water] = np.rint(np.clip(p0 * 100, 0, 100)).astype(np.uint8)
+                    charts[chart], confs[chart] = c, q
             se = None
             if self.sic_se is not None:  # class units -> percent
                 v = _bilinear(self.sic_se, rows, cols)
@@ -296,6 +322,32 @@ class Prediction:
             if se is not None:
                 se[masked] = FILL
             yield Block(slice(r0, r1), charts, confs, status, se)
+
+
+_ICE_CHARTS = ("SOD", "FLOE")
+"""Charts whose class 0 is open water and whose other classes are ice (:func:`ice_consistent`)."""
+
+
+def ice_consistent(classes: dict[str, np.ndarray], probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The product decision rule that makes SOD and FLOE agree with SIC (in place; returned).
+
+    Where SIC is 0 (ice free), SOD and FLOE are 0 (open water); where SIC > 0, they are the
+    argmax of the probabilities over the ice classes 1.. (never open water). An egg code with
+    a concentration must give a stage (SIGRID-3, WMO/TD-No. 1214), and the AI4Arctic labels
+    never pair SIC > 0 with SOD/FLOE open water (ai4arctic.md: SIC 0 forces SOD and FLOE to 0),
+    so the rule only removes contradictions the separate heads can produce.
+    """
+    sic = classes.get("SIC")
+    if sic is None:
+        return classes
+    water = sic == 0
+    for chart in _ICE_CHARTS:
+        if chart not in classes or chart not in probs:
+            continue
+        c = classes[chart]
+        c[:] = (probs[chart][1:].argmax(axis=0) + 1).astype(c.dtype)
+        c[water] = 0
+    return classes
 
 
 def _uniform_cells(cls: np.ndarray) -> np.ndarray:
