@@ -80,7 +80,7 @@ def test_netcdf_cf_layout_and_masks(run: dict) -> None:
             assert v.flag_values.dtype == np.uint8 and list(v.flag_values) == list(range(N_CLASSES[chart]))
             assert len(v.flag_meanings.split()) == N_CLASSES[chart]
             assert f"{chart}_confidence" in v.ancillary_variables
-            assert v.coordinates == "lat lon"
+            assert v.coordinates == "time lat lon"
         assert list(nc["status_flag"].flag_masks) == [1, 2, 4]
         assert nc["lat"].dtype == np.float32 and nc["lat"].shape == SHAPE
         values = {n: nc[n][:] for n in ("SIC", "SOD", "FLOE", "SOD_confidence", "status_flag")}
@@ -454,3 +454,85 @@ def test_other_crs_and_resolution(run: dict, tmp_path: Path) -> None:
     with rasterio.open(paths[0]) as src:
         assert src.crs.to_epsg() == 6931 and src.res == (500.0, 500.0)
         assert all(v % 500 == 0 for v in src.bounds)
+
+
+def test_netcdf_metadata_acdd_and_time(run: dict, tmp_path: Path) -> None:
+    import netCDF4
+    import shapely
+
+    from icechart.products.netcdf import NOT_FOR_NAVIGATION
+
+    scene = run["scene"]
+    with netCDF4.Dataset(_one(run["out"], "*.nc")) as nc:
+        for name, v in nc.variables.items():
+            assert v.getncattr("coverage_content_type") in (
+                "modelResult", "thematicClassification", "qualityInformation", "coordinate"
+            ), name  # fmt: skip
+        assert nc["status_flag"].standard_name == "status_flag"
+        assert nc["SOD_confidence"].standard_name == "quality_flag"
+        t = nc["time"]
+        assert t.dimensions == () and t.standard_name == "time" and t.axis == "T"
+        when = netCDF4.num2date(t[...], t.units, t.calendar, only_use_cftime_datetimes=False)
+        assert when.replace(tzinfo=None) == scene.time.replace(tzinfo=None, microsecond=0)
+        assert nc["SIC"].coordinates.split() == ["time", "lat", "lon"]
+        assert nc.comment == NOT_FOR_NAVIGATION and "NOT FOR NAVIGATION" in nc.comment
+        assert nc.geospatial_bounds_crs == "EPSG:4326"
+        bounds = shapely.from_wkt(nc.geospatial_bounds)  # latitude-longitude order
+        lat, lon = scene.latlon()
+        pts = shapely.points(lat.ravel()[::97], lon.ravel()[::97])
+        assert shapely.contains(bounds.buffer(1e-3), pts).all()
+        assert nc.geospatial_lon_min < nc.geospatial_lon_max  # not across 180 here
+        assert nc.institution and nc.id.startswith(scene.scene_id)
+    # the producer's attributes ([predict] institution, creator_*, publisher_*)
+    meta = {"institution": "Example Ice Service", "creator_name": "A. Analyst", "publisher_url": "https://ice.example"}
+    (path,) = write_products(run["pred"], scene, tmp_path, formats=["netcdf"], metadata=meta)
+    with netCDF4.Dataset(path) as nc:
+        assert {k: nc.getncattr(k) for k in meta} == meta
+
+
+@pytest.mark.parametrize(
+    ("center", "crosses"), [((75.0, 179.99), "antimeridian"), ((89.99, 10.0), "pole"), ((81.0, -179.995), "antimeridian")]
+)
+def test_footprint_across_the_antimeridian_and_the_pole(tmp_path: Path, center: tuple, crosses: str) -> None:
+    import shapely
+
+    from icechart.products.netcdf import LatLonBlocks
+
+    ds = make_scene((120, 110), seed=4, center=center)
+    write_scene(ds, tmp_path / ds.attrs["scene_id"])
+    with open_scene(tmp_path / ds.attrs["scene_id"]) as scene:
+        fp = LatLonBlocks(scene).footprint()
+        lat, lon = scene.latlon()
+    bounds = shapely.from_wkt(fp["geospatial_bounds"])
+    pts = shapely.points(lat.ravel()[::13], lon.ravel()[::13])
+    assert shapely.contains(bounds.buffer(1e-3), pts).all()
+    if crosses == "antimeridian":
+        # ACDD: westernmost > easternmost across 180; two parts, none wider than the scene
+        assert fp["geospatial_lon_min"] > 170 and fp["geospatial_lon_max"] < -170
+        assert bounds.geom_type == "MultiPolygon" and len(bounds.geoms) == 2
+        assert bounds.area < 1.0
+    else:
+        assert (fp["geospatial_lon_min"], fp["geospatial_lon_max"]) == (-180.0, 180.0)
+        assert bounds.bounds[2] == 90.0 and bounds.bounds[0] > 89.0
+
+
+def test_compliance_checker_cf_and_acdd(run: dict, tmp_path: Path) -> None:
+    """IOOS compliance-checker: CF-1.10 without high or medium failures, ACDD-1.3 without high
+    ones (the medium ones left are attributes only the producer can set)."""
+    import json
+
+    pytest.importorskip("compliance_checker")
+    from compliance_checker.runner import CheckSuite, ComplianceChecker
+
+    CheckSuite.load_all_available_checkers()
+    out = tmp_path / "cc.json"
+    ComplianceChecker.run_checker(
+        str(_one(run["out"], "*.nc")), ["cf:1.10", "acdd:1.3"], 0, "normal", output_filename=str(out), output_format="json"
+    )
+    report = json.loads(out.read_text())
+    levels = {"cf:1.10": ("high_priorities", "medium_priorities"), "acdd:1.3": ("high_priorities",)}
+    for test, prios in levels.items():
+        assert report[test]["high_priorities"], test  # the checks ran
+        for prio in prios:
+            failed = [(r["name"], r["msgs"]) for r in report[test][prio] if r["value"][0] < r["value"][1]]
+            assert not failed, (test, prio, failed)

@@ -66,6 +66,8 @@ def process_scene(
     tile_size: int | None = None,
     tta: bool = False,
     sieve: int | None = None,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
     sar_fill: float | None = None,
     command: str | None = None,
     timings: dict[str, float] | None = None,
@@ -96,7 +98,11 @@ def process_scene(
     tta
         Average over flips (test-time augmentation, :func:`icechart.infer.predict.predict_scene`).
     sieve
-        SIGRID-3 minimum region size in model pixels.
+        SIGRID-3 generalisation scale in model pixels (overrides ``min_area``).
+    min_area
+        SIGRID-3 generalisation scale in km² (default 25).
+    metadata
+        The producer's netCDF global attributes (institution, creator_*, publisher_*).
     sar_fill
         Extra SAR fill value (see :func:`icechart.io.scene.open_scene`).
     command
@@ -145,6 +151,7 @@ def process_scene(
         written = write_products(
             pred, scene, out, model=model.model_id, formats=fm, crs=crs, resolution=resolution,
             sieve=sieve, input_sha256=sha, command=command, timings=tm,
+            min_area=min_area, metadata=metadata,
         )  # fmt: skip
         tm["total"] = time.perf_counter() - t0
         logger.debug(
@@ -164,17 +171,20 @@ def product_options(
     sieve: int | None,
     tile_size: int | None,
     tta: bool,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The options a finished scene's products are compared on when a run meets them again.
 
     Only what changes the files counts: the per-scene formats (``autoice`` is a run-level
-    file), the CRS and resolution only for projected products, the sieve only for the
-    shapefile; defaults are filled in so ``--sieve 16`` equals no ``--sieve``. The device
+    file), the CRS and resolution only for projected products, the generalisation scale (in
+    model pixels) only for the shapefile, the producer's attributes only for the netCDF and
+    when set; defaults are filled in so ``--sieve 40`` equals no ``--sieve``. The device
     never counts.
     """
     from icechart.infer.predict import DEFAULT_TILE
     from icechart.products import FORMATS, parse_formats
-    from icechart.products.sigrid3 import DEFAULT_SIEVE
+    from icechart.products.sigrid3 import DEFAULT_MIN_AREA_KM2, MODEL_PIXEL_M, sieve_pixels
 
     fm = parse_formats(formats)
     per_scene = [f for f in FORMATS if f in fm and f != "autoice"]
@@ -188,7 +198,10 @@ def product_options(
     if {"geotiff", "uncertainty"} & set(per_scene):
         opts["resolution"] = float(resolution)
     if "shapefile" in per_scene:
-        opts["sieve"] = DEFAULT_SIEVE if sieve is None else int(sieve)
+        area = DEFAULT_MIN_AREA_KM2 if min_area is None else float(min_area)
+        opts["sieve"] = sieve_pixels(area, MODEL_PIXEL_M) if sieve is None else int(sieve)
+    if metadata and "netcdf" in per_scene:
+        opts["metadata"] = dict(sorted(metadata.items()))
     return opts
 
 

@@ -293,6 +293,7 @@ def write_products(
                 sic_standard_error=has_se, temperature=prediction.temperature,
             ))  # fmt: skip
             geo = LatLonBlocks(scene)
+            nc.footprint = geo.footprint()
             written.append(dest)
             tm["netcdf"] += time.perf_counter() - t
 
