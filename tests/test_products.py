@@ -536,3 +536,18 @@ def test_compliance_checker_cf_and_acdd(run: dict, tmp_path: Path) -> None:
         for prio in prios:
             failed = [(r["name"], r["msgs"]) for r in report[test][prio] if r["value"][0] < r["value"][1]]
             assert not failed, (test, prio, failed)
+
+
+def test_land_and_no_data_regions_stay_land_and_no_data() -> None:
+    """A land region that swallowed specks of sea stays land (the sieved region's own type)."""
+    from affine import Affine
+
+    regions = np.full((30, 30), 944, np.int32)
+    regions[:, :12] = 2000  # land
+    regions[:, 25:] = 3000  # no data
+    regions[5, 5] = regions[20, 3] = 911  # specks of ice in the land
+    regions[10, 27] = 0  # water in the no-data strip
+    polys = sigrid3.chart_polygons(regions, np.ones(regions.shape, bool), Affine(800, 0, 0, 0, -800, 0), sieve=4)
+    assert sorted(p["POLY_TYPE"] for _, p in polys) == ["I", "L", "N"]
+    land = next(p for _, p in polys if p["POLY_TYPE"] == "L")
+    assert land == sigrid3.attributes(2000)

@@ -122,11 +122,13 @@ def _round_to(shares: dict[int, float], total: int) -> dict[int, int]:
     return {k: v for k, v in out.items() if v > 0}
 
 
-def egg_code(counts: Mapping[int, int]) -> dict[str, str]:
+def egg_code(counts: Mapping[int, int], *, region: int | None = None) -> dict[str, str]:
     """SIGRID-3 attributes of a region from its pixels: ``{region code: pixel count}``.
 
     Region codes are those of :func:`region_codes` (SIC*100 + SOD*10 + FLOE for ice, 0 water,
-    land, no data). Land and no-data pixels only: ``L`` / ``N`` (whichever has more pixels).
+    land, no data). ``region``: the generalised region's own code, when known; a land or
+    no-data region is ``L`` / ``N`` whatever specks of sea it swallowed. Land and no-data
+    pixels only: ``L`` / ``N`` (whichever has more pixels).
     Otherwise, over the charted pixels: CT = round(mean SIC) in tenths; CT 0 -> ``W``. Each stage
     (SOD class) holds the share of the ice of its pixels (sum of their SIC); the three largest
     (ties: the thicker) become partials, rounded to tenths adding up to CT, the others' share
@@ -134,6 +136,8 @@ def egg_code(counts: Mapping[int, int]) -> dict[str, str]:
     fourth stage is named in CD. A partial's floe form is the dominant FLOE class of its
     stage's pixels (by ice). One ice type: CA "-9" (CT is its concentration).
     """
+    if region in (_LAND, _NODATA):
+        return _blank("L" if region == _LAND else "N")
     charted = {int(k): int(n) for k, n in counts.items() if n > 0 and k not in (_LAND, _NODATA, _OUTSIDE)}
     if not charted:
         land, nodata = counts.get(_LAND, 0), counts.get(_NODATA, 0)
@@ -243,18 +247,21 @@ def sieve_regions(regions: np.ndarray, mask: np.ndarray, size: int) -> np.ndarra
     return out
 
 
-def _components(a: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """4-connected components of equal values inside ``mask``: labels 1..n (0 outside)."""
+def _components(a: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """4-connected components of equal values inside ``mask``: labels 1..n (0 outside), their
+    number, and each label's value (index 0 unused)."""
     from scipy import ndimage
 
     labels = np.zeros(a.shape, np.int32)
+    values = [0]
     n = 0
     for v in np.unique(a[mask]):
         lab, k = ndimage.label((a == v) & mask)
         sel = lab > 0
         labels[sel] = lab[sel] + n
         n += k
-    return labels, n
+        values += [int(v)] * k
+    return labels, n, np.array(values, np.int64)
 
 
 def generalise(
@@ -268,7 +275,7 @@ def generalise(
     """
     mask = inside.astype(np.uint8)
     sieved = sieve_regions(regions, mask, int(sieve)) if sieve and sieve > 1 else regions.astype(np.int32)
-    comp, n = _components(sieved, inside)
+    comp, n, comp_code = _components(sieved, inside)
     out = np.full(regions.shape, -1, np.int32)
     if n == 0:
         return out, []
@@ -284,7 +291,7 @@ def generalise(
     attrs: list[dict[str, str]] = []
     index = np.full(n + 1, -1, np.int32)
     for k in range(1, n + 1):
-        props = egg_code(per[k])
+        props = egg_code(per[k], region=int(comp_code[k]))
         key = tuple(props.items())
         if key not in table:
             table[key] = len(attrs)
