@@ -551,3 +551,48 @@ def test_land_and_no_data_regions_stay_land_and_no_data() -> None:
     assert sorted(p["POLY_TYPE"] for _, p in polys) == ["I", "L", "N"]
     land = next(p for _, p in polys if p["POLY_TYPE"] == "L")
     assert land == sigrid3.attributes(2000)
+
+
+def test_geopackage_in_product_crs_and_lonlat_split_at_180(tmp_path: Path) -> None:
+    """A scene across the antimeridian: the GeoPackage's lon/lat layer is cut at ±180° and
+    covers what the projected layer covers; both layers carry the codes and a default style."""
+    import sqlite3
+
+    import fiona
+    import shapely
+    from pyproj import Transformer
+    from shapely.geometry import shape
+
+    ds = make_scene((300, 280), seed=8, center=(76.0, 179.9))
+    write_scene(ds, tmp_path / ds.attrs["scene_id"])
+    model = load_model(str(random_checkpoint(tmp_path / "m.safetensors", seed=1)))
+    out = tmp_path / "out"
+    out.mkdir()
+    with open_scene(tmp_path / ds.attrs["scene_id"]) as scene:
+        pred = predict_scene(scene, model)
+        paths = write_products(pred, scene, out, formats="geopackage", sieve=2)
+    (gpkg,) = paths
+    # the chart first (a reader taking the first layer gets it), QGIS's style table last
+    assert gpkg.name.endswith("_sigrid3.gpkg") and fiona.listlayers(gpkg) == [*sigrid3.GPKG_LAYERS, "layer_styles"]
+    with fiona.open(gpkg, layer="sigrid3") as src:
+        assert src.crs.to_epsg() == 3413
+        proj = [(shape(f.geometry), dict(f.properties)) for f in src]
+    with fiona.open(gpkg, layer="sigrid3_epsg4326") as src:
+        assert src.crs.to_epsg() == 4326
+        ll = [(shape(f.geometry), dict(f.properties)) for f in src]
+    assert len(ll) == len(proj) and [p for _, p in ll] == [p for _, p in proj]
+    assert all(g.is_valid for g, _ in ll)
+    west = [g for g, _ in ll if g.bounds[0] < 0]
+    east = [g for g, _ in ll if g.bounds[2] > 0]
+    assert west and east  # on both sides of the antimeridian
+    assert all(-180.0 <= g.bounds[0] and g.bounds[2] <= 180.0 for g, _ in ll)
+    assert all(g.bounds[2] - g.bounds[0] < 20 or len(g.geoms) > 1 for g, _ in ll)  # cut, not wrapped round
+    # back in EPSG:3413 the lon/lat layer covers the projected one (to a densified edge's error)
+    t = Transformer.from_crs("EPSG:4326", "EPSG:3413", always_xy=True)
+    back = shapely.union_all([shapely.transform(g, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))) for g, _ in ll])
+    union = shapely.union_all([g for g, _ in proj])
+    assert shapely.symmetric_difference(back, union).area < 1e-3 * union.area
+    with sqlite3.connect(gpkg) as db:
+        rows = db.execute("SELECT f_table_name, useAsDefault, styleQML FROM layer_styles").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(sigrid3.GPKG_LAYERS) and all(r[1] for r in rows)
+    assert all("RuleRenderer" in r[2] for r in rows)

@@ -205,10 +205,23 @@ def _nc_classes(nc_path: Path) -> dict[str, np.ndarray]:
 def product(scene: Scene, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """netCDF and chart written together with the defaults; the chart rasterised back."""
     d = tmp_path_factory.mktemp("product")
-    paths = write_products(labels_as_prediction(scene), scene, d, formats="netcdf,shapefile")
+    paths = write_products(labels_as_prediction(scene), scene, d, formats="netcdf,shapefile,geopackage")
     (shp,) = [p for p in paths if p.suffix == ".shp"]
     (nc,) = [p for p in paths if p.suffix == ".nc"]
-    return {"shp": shp, "nc": _nc_classes(nc), "chart": rasterise_chart(shp, scene)}
+    (gpkg,) = [p for p in paths if p.suffix == ".gpkg"]
+    return {"shp": shp, "gpkg": gpkg, "nc": _nc_classes(nc), "chart": rasterise_chart(shp, scene)}
+
+
+def test_geopackage_reads_back_as_the_shapefile(scene: Scene, product: dict) -> None:
+    """The GeoPackage's projected layer is the shapefile's chart; its lon/lat layer (edges
+    densified, so a few boundary pixels may differ) gives the same labels almost everywhere."""
+    chart = product["chart"]
+    same = rasterise_chart(product["gpkg"], scene)
+    for c in CHARTS:
+        np.testing.assert_array_equal(same[c], chart[c], err_msg=c)
+    lonlat = rasterise_chart(product["gpkg"], scene, layer="sigrid3_epsg4326")
+    for c in CHARTS:
+        assert (lonlat[c] == chart[c]).mean() > 0.995, c
 
 
 MARGIN = 1200.0

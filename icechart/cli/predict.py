@@ -63,7 +63,7 @@ class FormatList(click.ParamType):
     type=FormatList(),
     default="netcdf,geotiff,shapefile,png",
     show_default=True,
-    help="Comma list of netcdf, geotiff, shapefile, png, autoice, uncertainty (autoice: the AutoICE submission file of all complete scenes in OUT; uncertainty: as --uncertainty-tif).",
+    help="Comma list of netcdf, geotiff, shapefile, png, autoice, uncertainty, geopackage (autoice: the AutoICE submission file of all complete scenes in OUT; uncertainty: as --uncertainty-tif; geopackage: the SIGRID-3 chart in the product CRS and in EPSG:4326 split at 180 degrees, styled).",
 )
 @click.option("--crs", default="EPSG:3413", show_default=True, help="Projected CRS of the GeoTIFFs and the shapefile (EPSG code or PROJ string).")
 @click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=200.0, show_default=True, help="GeoTIFF pixel size in CRS units (m).")

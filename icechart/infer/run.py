@@ -193,11 +193,11 @@ def product_options(
         "tile_size": DEFAULT_TILE if tile_size is None else int(tile_size),
         "tta": bool(tta),
     }
-    if {"geotiff", "shapefile", "uncertainty"} & set(per_scene):
+    if {"geotiff", "shapefile", "uncertainty", "geopackage"} & set(per_scene):
         opts["crs"] = crs
     if {"geotiff", "uncertainty"} & set(per_scene):
         opts["resolution"] = float(resolution)
-    if "shapefile" in per_scene:
+    if {"shapefile", "geopackage"} & set(per_scene):
         area = DEFAULT_MIN_AREA_KM2 if min_area is None else float(min_area)
         opts["sieve"] = sieve_pixels(area, MODEL_PIXEL_M) if sieve is None else int(sieve)
     if metadata and "netcdf" in per_scene:

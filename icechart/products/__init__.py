@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("netcdf", "geotiff", "shapefile", "png", "autoice", "uncertainty")
+FORMATS = ("netcdf", "geotiff", "shapefile", "png", "autoice", "uncertainty", "geopackage")
 DEFAULT_FORMATS = ("netcdf", "geotiff", "shapefile", "png")
 DEFAULT_CRS = "EPSG:3413"
 DEFAULT_RESOLUTION = 200.0
@@ -104,6 +104,8 @@ def product_paths(
         paths += [out / f"{stem}_sigrid3{ext}" for ext in SHAPEFILE_PARTS]
     if "png" in fm:
         paths += [out / f"{stem}_{c}.png" for c in CHARTS]
+    if "geopackage" in fm:
+        paths.append(out / f"{stem}_sigrid3.gpkg")
     if "uncertainty" in fm:
         for n in UNCERTAINTY_LAYERS[: 3 if sic_standard_error else 2]:
             paths += [out / f"{stem}_{n}.tif", out / f"{stem}_{n}.qml"]
@@ -262,7 +264,7 @@ def write_products(
 
     with ExitStack() as stack:
         inv = None
-        if "geotiff" in fm or "shapefile" in fm or layers:
+        if "geotiff" in fm or "shapefile" in fm or "geopackage" in fm or layers:
             from icechart.products.warp import InverseGeolocation
 
             t = time.perf_counter()
@@ -314,7 +316,8 @@ def write_products(
             from icechart.products.quicklook import QuicklookCollector
 
             ql = QuicklookCollector((lines, samples))
-        lowres = _LowresStatus((lines, samples), factor) if "shapefile" in fm else None
+        chart_fm = {"shapefile", "geopackage"} & set(fm)
+        lowres = _LowresStatus((lines, samples), factor) if chart_fm else None
 
         # -- the one pass over full-resolution row blocks --------------------------------
         it = prediction.blocks(scene, block_rows=block_rows)
@@ -404,13 +407,18 @@ def write_products(
             )
             tmpdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "shp-", dir=outdir))
             stack.callback(shutil.rmtree, tmpdir, True)
+            exts = list(sigrid3.SHAPEFILE_PARTS) if "shapefile" in fm else []
             try:
-                sigrid3.write_shapefile(tmpdir / f"{stem}_sigrid3.shp", polys, target_crs)
+                if "shapefile" in fm:
+                    sigrid3.write_shapefile(tmpdir / f"{stem}_sigrid3.shp", polys, target_crs)
+                if "geopackage" in fm:
+                    sigrid3.write_geopackage(tmpdir / f"{stem}_sigrid3.gpkg", polys, target_crs)
+                    exts.append(".gpkg")
             except OSError as exc:
                 from icechart.atomic import os_error
 
                 raise os_error(exc, outdir / f"{stem}_sigrid3.shp") from exc
-            for ext in sigrid3.SHAPEFILE_PARTS:
+            for ext in exts:
                 dest = outdir / f"{stem}_sigrid3{ext}"
                 src = tmpdir / dest.name
                 if not src.exists():

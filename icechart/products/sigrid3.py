@@ -527,3 +527,90 @@ def write_shapefile(path: Path, polys: list[tuple[Any, dict[str, str]]], crs: An
             for geom, props in polys
         )
     write_vector_qml(Path(path).with_suffix(".qml"))
+
+
+GPKG_LAYERS = ("sigrid3", "sigrid3_epsg4326")
+"""The GeoPackage's layers: the chart in the product CRS, and in EPSG:4326 split at ±180°."""
+LONLAT_SEGMENT_M = 2000.0
+"""Edges are densified to this length (m) before going to longitude/latitude, so they keep
+their course (straight in the product CRS, as drawn) and the split at ±180° falls right."""
+
+
+def lonlat_polygons(polys: list[tuple[Any, dict[str, str]]], crs: Any) -> list[tuple[Any, dict[str, str]]]:
+    """The chart in EPSG:4326, polygons crossing ±180° cut in two there (GDAL's antimeridian
+    cutting; a polygon around the pole is closed along it), as DMI and NIC distribute theirs.
+    Each part is a MultiPolygon; ``AREA``/``PERIMETER`` stay those of the projected polygon."""
+    import shapely
+    from fiona.transform import transform_geom
+    from shapely.geometry import MultiPolygon, mapping, shape
+
+    src = crs.to_wkt()
+    out = []
+    for geom, props in polys:
+        g = shape(transform_geom(src, "EPSG:4326", mapping(shapely.segmentize(geom, LONLAT_SEGMENT_M)), antimeridian_cutting=True))
+        if not g.is_valid:
+            g = shapely.make_valid(g)
+        g = _polygonal(g)
+        if g is None:
+            continue
+        out.append((g if isinstance(g, MultiPolygon) else MultiPolygon([g]), props))
+    return out
+
+
+def write_geopackage(path: Path, polys: list[tuple[Any, dict[str, str]]], crs: Any) -> None:
+    """The chart as a GeoPackage: layer ``sigrid3`` (product CRS) and ``sigrid3_epsg4326``
+    (:func:`lonlat_polygons`), both with ``AREA``/``PERIMETER`` and the SIGRID-3 codes, and the
+    QGIS style of the shapefile as each layer's default (the ``layer_styles`` table QGIS reads)."""
+    import fiona
+    from shapely.geometry import mapping
+
+    layers = (
+        (GPKG_LAYERS[0], polys, crs.to_wkt(), "Polygon"),
+        (GPKG_LAYERS[1], lonlat_polygons(polys, crs), 'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]', "MultiPolygon"),
+    )
+    areas = {id(props): (float(g.area), float(g.length)) for g, props in polys}
+    for name, items, wkt, gtype in layers:
+        sch = schema()
+        sch["geometry"] = gtype
+        with fiona.open(path, "w", driver="GPKG", layer=name, schema=sch, crs_wkt=wkt) as dst:
+            dst.writerecords(
+                {
+                    "geometry": mapping(g),
+                    "properties": {"AREA": areas[id(p)][0], "PERIMETER": areas[id(p)][1], **p},
+                }
+                for g, p in items
+            )
+    _add_layer_styles(path, GPKG_LAYERS)
+
+
+def _add_layer_styles(path: Path, layers: tuple[str, ...]) -> None:
+    """The QGIS ``layer_styles`` table (registered as an attributes table) with a default style
+    per layer."""
+    import sqlite3
+    from contextlib import closing
+
+    from icechart.products.styles import vector_qml
+
+    qml = vector_qml()
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256), "
+            "f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT, "
+            "useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), update_time DATETIME)"
+        )
+        db.execute(
+            "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change) "
+            "VALUES ('layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles', strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
+        )
+        for name in layers:
+            geom_col = db.execute(
+                "SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (name,)
+            ).fetchone()[0]
+            db.execute(
+                "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+                "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
+                "VALUES ('', '', ?, ?, ?, ?, '', 1, 'WMO total concentration colours', 'icechart', '', "
+                "strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+                (name, geom_col, f"{name} (WMO CT)", qml),
+            )
