@@ -200,3 +200,30 @@ def test_batch_goes_on_and_exits_with_first_failure(data: dict, tmp_path: Path) 
 def test_help_has_examples() -> None:
     r = _invoke("predict", "--help")
     assert r.exit_code == 0 and "Examples" in r.output and "--formats" in r.output
+
+
+def test_producer_attributes_and_min_area_from_the_config(data: dict, tmp_path: Path) -> None:
+    """[predict] institution / creator_* / publisher_* reach the netCDF; min_area the chart;
+    both are product options (a rerun with other values is refused without --overwrite)."""
+    import netCDF4
+
+    cfg = tmp_path / "icechart.toml"
+    cfg.write_text(
+        '[predict]\ninstitution = "Example Ice Service"\ncreator_name = "Duty analyst"\n'
+        'creator_email = "ice@example.org"\npublisher_name = "Example Met Office"\nmin_area = 5.0\n'
+    )
+    out = tmp_path / "out"
+    scene = str(data["scenes"][0])
+    r = _invoke("--config", str(cfg), "predict", scene, "-o", str(out), "--model", str(data["model"]),
+                "--formats", "netcdf,shapefile")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    (nc_path,) = out.glob("*.nc")
+    with netCDF4.Dataset(nc_path) as nc:
+        assert nc.institution == "Example Ice Service" and nc.creator_name == "Duty analyst"
+        assert nc.creator_email == "ice@example.org" and nc.publisher_name == "Example Met Office"
+    (manifest,) = out.glob("*.manifest.json")
+    opts = json.loads(manifest.read_text())["options"]
+    assert opts["sieve"] == 8 and opts["metadata"]["institution"] == "Example Ice Service"  # 5 km² at 800 m
+    r = _invoke("--config", str(cfg), "predict", scene, "-o", str(out), "--model", str(data["model"]),
+                "--formats", "netcdf,shapefile", "--institution", "Other")  # fmt: skip
+    assert r.exit_code == 73 and "--overwrite" in r.output

@@ -521,7 +521,6 @@ def test_compliance_checker_cf_and_acdd(run: dict, tmp_path: Path) -> None:
     ones (the medium ones left are attributes only the producer can set)."""
     import json
 
-    pytest.importorskip("compliance_checker")
     from compliance_checker.runner import CheckSuite, ComplianceChecker
 
     CheckSuite.load_all_available_checkers()
