@@ -23,6 +23,17 @@ from icechart.cli.options import (
 logger = logging.getLogger(__name__)
 
 
+def producer_opts(f: Any) -> Any:
+    """``--institution``, ``--creator-name``, ... : one option per
+    :data:`icechart.products.netcdf.PRODUCER_ATTRIBUTES` (also ``[predict]`` keys)."""
+    from icechart.products.netcdf import PRODUCER_ATTRIBUTES
+
+    for name in reversed(PRODUCER_ATTRIBUTES):
+        flag = "--" + name.replace("_", "-")
+        f = click.option(flag, name, default=None, metavar="TEXT", help=f"netCDF global attribute `{name}` (ACDD-1.3).")(f)
+    return f
+
+
 class FormatList(click.ParamType):
     """Product formats: a comma list on the command line and in ``ICECHART_PREDICT_FORMATS``,
     a comma list or a TOML array in the configuration file."""
@@ -50,11 +61,12 @@ class FormatList(click.ParamType):
     type=FormatList(),
     default="netcdf,geotiff,shapefile,png",
     show_default=True,
-    help="Comma list of netcdf, geotiff, shapefile, png, autoice, uncertainty (autoice: the AutoICE submission file of all complete scenes in OUT; uncertainty: as --uncertainty-tif).",
+    help="Comma list of netcdf, geotiff, shapefile, png, autoice, uncertainty, geopackage (autoice: the AutoICE submission file of all complete scenes in OUT; uncertainty: as --uncertainty-tif; geopackage: the SIGRID-3 chart in the product CRS and in EPSG:4326 split at 180 degrees, styled).",
 )
 @click.option("--crs", default="EPSG:3413", show_default=True, help="Projected CRS of the GeoTIFFs and the shapefile (EPSG code or PROJ string).")
 @click.option("--resolution", type=FiniteFloatRange(min=0, max=100_000, min_open=True), default=200.0, show_default=True, help="GeoTIFF pixel size in CRS units (m).")
-@click.option("--sieve", type=click.IntRange(min=0, max=1_000_000), default=None, help="SIGRID-3: merge regions smaller than this many model pixels (800 m) [default: 16].")
+@click.option("--min-area", type=FiniteFloatRange(min=0, max=1_000_000), default=None, metavar="KM2", help="SIGRID-3 generalisation scale: regions smaller than this (km²) merge into a neighbour [default: 25, the finest of the CIS/DMI charts; see the README].")
+@click.option("--sieve", type=click.IntRange(min=0, max=1_000_000), default=None, help="SIGRID-3 generalisation scale in model pixels instead of --min-area [default: 40, i.e. 25 km² at 800 m].")
 @click.option("--tile-size", type=click.IntRange(min=16, max=16384), default=None, help="Model pixels per tile side; lower it on small GPUs [default: 512].")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average each network over left-right and up-down flips (4 forward passes).")
 @click.option("--uncertainty-tif", is_flag=True, help="Also write GeoTIFFs of SOD/FLOE confidence and, for an ensemble, the SIC standard error ({id}_{model}_{layer}.tif).")
@@ -65,6 +77,7 @@ class FormatList(click.ParamType):
 @strict_opt
 @verify_opt
 @progress_opt
+@producer_opts
 def predict(
     inputs: tuple[str, ...],
     outdir: str,
@@ -72,6 +85,7 @@ def predict(
     formats: tuple[str, ...],
     crs: str,
     resolution: float,
+    min_area: float | None,
     sieve: int | None,
     tile_size: int | None,
     tta: bool,
@@ -83,13 +97,15 @@ def predict(
     strict: bool,
     verify: bool,
     progress: bool | None,
+    **producer: str | None,
 ) -> None:
     """Predict ice charts (SIC, SOD, FLOE) for AI4Arctic scenes and write the products.
 
     Each scene gives, in OUT, named from the scene id and the model id: a CF netCDF at SAR
     geometry ({id}_{model}.nc), a GeoTIFF per chart on a projected grid, a SIGRID-3 shapefile,
     quicklook PNGs, and {id}_{model}.manifest.json, written last: a scene's products are
-    complete only when it exists. The model is loaded once.
+    complete only when it exists. The model is loaded once. --institution, --creator-* and
+    --publisher-* (or the same keys in [predict]) fill the netCDF's ACDD attributes.
     --model also takes an ensemble (ensemble.toml, or the directory of `icechart train --runs
     N`): its members' probabilities and SIC are averaged, and the netCDF gains
     SIC_standard_error (the members' spread); SOD/FLOE confidence is temperature-calibrated
@@ -121,7 +137,8 @@ def predict(
         formats = (*formats, "uncertainty")
     predict_batch(
         inputs, outdir, model=model_spec, formats=formats, crs=crs, resolution=resolution,
-        sieve=sieve, tile_size=tile_size, tta=tta, device=device, overwrite=overwrite,
+        sieve=sieve, min_area=min_area, metadata={k: v for k, v in producer.items() if v},
+        tile_size=tile_size, tta=tta, device=device, overwrite=overwrite,
         lock=lock, lock_wait=lock_wait, strict=strict, progress=progress, verify=verify,
         command="icechart " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )  # fmt: skip

@@ -121,6 +121,8 @@ def process_scene(
     tile_size: int | None = None,
     tta: bool = False,
     sieve: int | None = None,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
     sar_fill: float | None = None,
     command: str | None = None,
     timings: dict[str, float] | None = None,
@@ -151,7 +153,12 @@ def process_scene(
     tta
         Average over flips (test-time augmentation, :func:`icechart.infer.predict.predict_scene`).
     sieve
-        SIGRID-3 minimum region size in model pixels.
+        SIGRID-3 generalisation scale in model pixels (overrides ``min_area``).
+    min_area
+        SIGRID-3 generalisation scale in km² (default
+        :data:`icechart.products.sigrid3.DEFAULT_MIN_AREA_KM2`).
+    metadata
+        The producer's netCDF global attributes (institution, creator_*, publisher_*).
     sar_fill
         Extra SAR fill value (see :func:`icechart.io.scene.open_scene`); default the model's
         (the one it was trained with).
@@ -201,6 +208,7 @@ def process_scene(
         written = write_products(
             pred, scene, out, model=model.model_id, formats=fm, crs=crs, resolution=resolution,
             sieve=sieve, input_sha256=sha, command=command, timings=tm,
+            min_area=min_area, metadata=metadata,
         )  # fmt: skip
         tm["total"] = time.perf_counter() - t0
         logger.debug(
@@ -220,16 +228,19 @@ def product_options(
     sieve: int | None,
     tile_size: int | None,
     tta: bool,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The options a finished scene's products are compared on when a run meets them again.
 
     Only what changes the files counts: the per-scene formats (``autoice`` is a run-level
-    file), the CRS and resolution only for projected products, the sieve only for the
-    shapefile; defaults are filled in so ``--sieve 16`` equals no ``--sieve``. The device
-    never counts.
+    file), the CRS and resolution only for projected products, the generalisation scale (in
+    model pixels) only for the chart, the producer's attributes only for the netCDF and when
+    set; defaults are filled in so ``--sieve 40`` equals no ``--sieve``. The device never
+    counts.
     """
     from icechart.products import FORMATS, parse_formats
-    from icechart.products.sigrid3 import DEFAULT_SIEVE
+    from icechart.products.sigrid3 import DEFAULT_MIN_AREA_KM2, MODEL_PIXEL_M, sieve_pixels
 
     fm = parse_formats(formats)
     per_scene = [f for f in FORMATS if f in fm and f != "autoice"]
@@ -238,12 +249,15 @@ def product_options(
         "tile_size": DEFAULT_TILE if tile_size is None else int(tile_size),
         "tta": bool(tta),
     }
-    if {"geotiff", "shapefile", "uncertainty"} & set(per_scene):
+    if {"geotiff", "shapefile", "uncertainty", "geopackage"} & set(per_scene):
         opts["crs"] = crs
     if {"geotiff", "uncertainty"} & set(per_scene):
         opts["resolution"] = float(resolution)
-    if "shapefile" in per_scene:
-        opts["sieve"] = DEFAULT_SIEVE if sieve is None else int(sieve)
+    if {"shapefile", "geopackage"} & set(per_scene):
+        area = DEFAULT_MIN_AREA_KM2 if min_area is None else float(min_area)
+        opts["sieve"] = sieve_pixels(area, MODEL_PIXEL_M) if sieve is None else int(sieve)
+    if metadata and "netcdf" in per_scene:
+        opts["metadata"] = dict(sorted(metadata.items()))
     return opts
 
 
@@ -261,6 +275,8 @@ def predict_batch(
     crs: str | int = DEFAULT_CRS,
     resolution: float = DEFAULT_RESOLUTION,
     sieve: int | None = None,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
     tile_size: int | None = None,
     tta: bool = False,
     device: str = "auto",
@@ -283,7 +299,7 @@ def predict_batch(
     model
         As for :func:`icechart.model.load.load_model` (None: the default shipped model); loaded
         once, under the lock, after OUT is made.
-    formats, crs, resolution, sieve, tile_size, tta
+    formats, crs, resolution, sieve, min_area, metadata, tile_size, tta
         As for :func:`process_scene`; ``autoice`` rebuilds ``autoice_{model}.nc`` from every
         complete scene in OUT after the batch.
     device
@@ -322,8 +338,9 @@ def predict_batch(
     fm = parse_formats(formats)
     target_crs = parse_crs(crs)  # a bad CRS is a configuration error (78), before any scene
     options = product_options(
-        fm, crs=target_crs.to_string(), resolution=resolution, sieve=sieve, tile_size=tile_size, tta=tta
-    )
+        fm, crs=target_crs.to_string(), resolution=resolution, sieve=sieve, tile_size=tile_size, tta=tta,
+        min_area=min_area, metadata=metadata,
+    )  # fmt: skip
     state: dict[str, Any] = {}
 
     def setup() -> dict[str, Any]:
@@ -336,6 +353,7 @@ def predict_batch(
         files = process_scene(
             path, state["model"], outdir, formats=fm, crs=crs, resolution=resolution,
             tile_size=tile_size, sieve=sieve, command=command, timings=timings, tta=tta,
+            min_area=min_area, metadata=metadata,
         )  # fmt: skip
         return SceneOutput(files, timings={k: v for k, v in timings.items() if isinstance(v, float)})
 
