@@ -87,7 +87,8 @@ def process_scene(
         Output directory (must exist; :func:`icechart.ops.batch.prepare_outdir` makes it).
     formats
         Comma list or iterable of ``netcdf, geotiff, shapefile, png, autoice``; default all but
-        ``autoice``. (``autoice`` makes this write the netCDF; the AutoICE file itself is
+        ``autoice``. (``autoice`` makes this write the netCDF and the scene's unmasked AutoICE part
+        ``{id}_{model}_autoice.nc``; the AutoICE file itself is
         rebuilt once per run with :func:`icechart.products.autoice.write_autoice`.)
     crs, resolution
         Projected products' CRS and GeoTIFF pixel size.
@@ -167,8 +168,8 @@ def product_options(
 ) -> dict[str, Any]:
     """The options a finished scene's products are compared on when a run meets them again.
 
-    Only what changes the files counts: the per-scene formats (``autoice`` is a run-level
-    file), the CRS and resolution only for projected products, the sieve only for the
+    Only what changes the files counts: the per-scene formats (``autoice``: the scene's
+    AutoICE part), the CRS and resolution only for projected products, the sieve only for the
     shapefile; defaults are filled in so ``--sieve 16`` equals no ``--sieve``. The device
     never counts.
     """
@@ -177,7 +178,7 @@ def product_options(
     from icechart.products.sigrid3 import DEFAULT_SIEVE
 
     fm = parse_formats(formats)
-    per_scene = [f for f in FORMATS if f in fm and f != "autoice"]
+    per_scene = [f for f in FORMATS if f in fm]
     opts: dict[str, Any] = {
         "formats": per_scene,
         "tile_size": DEFAULT_TILE if tile_size is None else int(tile_size),

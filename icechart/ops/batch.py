@@ -151,7 +151,7 @@ def _is_scene_file(p: Path) -> bool:
     name = p.name
     if name.startswith(".") or not name.endswith(".nc") or not p.is_file():
         return False
-    if name.endswith("_reference.nc") or name.startswith("autoice_"):
+    if name.endswith(("_reference.nc", "_autoice.nc")) or name.startswith("autoice_"):
         return False
     # A product netCDF of ours sits beside its manifest: not an input scene.
     return not (p.parent / (p.name[:-3] + M.MANIFEST_SUFFIX)).exists()
@@ -161,7 +161,7 @@ def collect_scenes(paths: Iterable[str | Path]) -> list[Path]:
     """Expand inputs: files as given, directories to their ``*.nc`` scene files, sorted.
 
     Directory listings skip hidden and temporary files, ``*_reference.nc`` label files,
-    ``autoice_*.nc`` collections and product files that have a manifest beside them. Paths
+    ``autoice_*.nc`` collections, ``*_autoice.nc`` parts and product files that have a manifest beside them. Paths
     that do not exist are kept (they fail as their own scene with 66). Duplicates (same
     resolved path) are dropped, keeping the first.
     """
