@@ -16,6 +16,7 @@ from icechart.cli.options import (
     lock_wait_opt,
     overwrite_opt,
     progress_opt,
+    shard_opt,
     strict_opt,
 )
 
@@ -66,6 +67,7 @@ class FormatList(click.ParamType):
 @lock_wait_opt
 @strict_opt
 @progress_opt
+@shard_opt
 def predict(
     inputs: tuple[str, ...],
     outdir: str,
@@ -83,6 +85,7 @@ def predict(
     lock_wait: float,
     strict: bool,
     progress: bool | None,
+    shard: str | None,
 ) -> None:
     """Predict ice charts (SIC, SOD, FLOE) for AI4Arctic scenes and write the products.
 
@@ -110,6 +113,7 @@ def predict(
       icechart predict s.nc -o charts/ --model runs/exp1/ --crs EPSG:6931 --resolution 400
       icechart predict s.nc -o charts/ --model runs/ens5/ensemble.toml --tta --uncertainty-tif
       icechart -q --log-format json predict /data/incoming -o /data/charts --lock /run/lock/icechart.lock
+      icechart predict /archive/2019 -o /shared/charts --formats netcdf,autoice --shard auto
     """
     from icechart.infer.run import process_scene, product_options
     from icechart.ops.batch import SceneOutput, run_guarded, want_progress
@@ -140,14 +144,22 @@ def predict(
         )  # fmt: skip
         return SceneOutput(files, timings={k: v for k, v in timings.items() if isinstance(v, float)})
 
-    def finish(_result: "BatchResult") -> None:
+    def merge() -> Any:
         if "autoice" in formats:
             from icechart.products.autoice import write_autoice
 
-            write_autoice(outdir, state["model"].model_id)
+            return write_autoice(outdir, state["model"].model_id)
+        return None
+
+    from icechart.ops.shard import finish_run, select
+
+    part = select(inputs, shard)  # None without --shard
+
+    def finish(result: "BatchResult") -> None:
+        finish_run(part, outdir=outdir, model=state["model"], options=options, result=result, merge=merge)
 
     run_guarded(
-        inputs, process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,
+        part.paths if part is not None else inputs, process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,
         outdir=outdir, options=options, overwrite=overwrite, strict=strict,
         progress=want_progress(progress),
     )  # fmt: skip
