@@ -162,7 +162,7 @@ def _register() -> None:
     from icechart.cli import synth
 
     cli.add_command(synth.synth)
-    for name in ("info", "score", "train", "predict", "calibrate", "config"):
+    for name in ("info", "score", "train", "predict", "calibrate", "config", "cache"):
         try:
             mod = __import__(f"icechart.cli.{name}", fromlist=[name])
         except ModuleNotFoundError as exc:

@@ -2,15 +2,16 @@
 
 The cache holds, per scene, the *unnormalised* downscaled feature stack (float32, NaN where no
 SAR pixel of the block is valid) and the downscaled labels (uint8, 3 x H x W), as ``.npy`` files
-opened memory-mapped. Entries are keyed by the scene file's resolved path, size and mtime plus
-the channels, factor and methods, so any run with the same inputs reuses them: the reference
+opened memory-mapped. Entries are keyed by the scene file's resolved path, size and mtime, the
+channels, factor and methods, and the version of the feature code
+(:mod:`icechart.training.cache`), so any run with the same inputs reuses them: the reference
 re-reads every scene at full resolution at each start-up (reference/method.md). Validation
-scenes also keep their full-resolution labels (to score at label resolution).
+scenes also keep their full-resolution labels (to score at label resolution). Labels are
+checked against the class tables when an entry is built (65 naming the file).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +31,6 @@ from icechart.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
 
 
 @dataclass
@@ -93,13 +93,9 @@ def default_cache_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).resolve().parent / ".icechart-cache"
 
 
-def _key(path: Path, cfg: TrainConfig) -> str:
-    st = path.stat()
-    ident = {
-        "v": CACHE_VERSION,
-        "path": str(path.resolve()),
-        "size": st.st_size,
-        "mtime": st.st_mtime_ns,
+def feature_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings of a run that change a cached stack."""
+    return {
         "channels": list(cfg.channels),
         "factor": cfg.factor,
         "method": cfg.downscale_method,
@@ -107,7 +103,13 @@ def _key(path: Path, cfg: TrainConfig) -> str:
         "interp": cfg.interp,
         "sar_fill": cfg.sar_fill,
     }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _key(path: Path, cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
+    from icechart.training.cache import entry_key, key_fields
+
+    fields = key_fields(path, feature_settings(cfg))
+    return entry_key(fields), fields
 
 
 def _save_npy(dest: Path, a: np.ndarray) -> None:
@@ -118,7 +120,10 @@ def _save_npy(dest: Path, a: np.ndarray) -> None:
 
 def load_scene(path: Path, cfg: TrainConfig, cache: Path, *, full_labels: bool = False) -> SceneData:
     """Cached features/labels of one scene, building the entry when absent."""
-    key = _key(path, cfg)
+    from icechart.classes import check_labels
+    from icechart.training.cache import touch
+
+    key, fields = _key(path, cfg)
     fx, fy, ff, fj = (cache / f"{key}.{s}" for s in ("x.npy", "y.npy", "full.npy", "json"))
     need_full = full_labels and not ff.exists()
     if not fj.exists() or need_full:
@@ -129,6 +134,8 @@ def load_scene(path: Path, cfg: TrainConfig, cache: Path, *, full_labels: bool =
                     f"{path}: scene {scene.scene_id} has no labels (SIC/SOD/FLOE absent or all 255); "
                     "training needs labelled scenes"
                 )
+            for c in CHARTS:  # a class index out of range would crash the loss (CUDA: device assert)
+                check_labels(c, scene.labels(c), source=path)
             if not fj.exists():
                 x = raw_features(scene, cfg.channels, factor=cfg.factor, method=cfg.downscale_method, interp=cfg.interp)
                 y = np.stack([downscale_labels(scene, c, factor=cfg.factor, method=cfg.label_method) for c in CHARTS])
@@ -136,11 +143,13 @@ def load_scene(path: Path, cfg: TrainConfig, cache: Path, *, full_labels: bool =
                 _save_npy(fy, y)
             if full_labels and not ff.exists():
                 _save_npy(ff, np.stack([scene.labels(c) for c in CHARTS]))
-            info = {"scene_id": scene.scene_id, "path": str(path), "shape": list(scene.shape)}
+            info = {"scene_id": scene.scene_id, "path": str(path), "shape": list(scene.shape),
+                    "key_fields": fields, "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         with atomic_path(fj) as tmp:
             tmp.write_text(json.dumps(info))
         logger.debug("cached %s in %.2f s", path.name, time.perf_counter() - t0)
     info = json.loads(fj.read_text())
+    touch(fj)
     return SceneData(
         scene_id=info["scene_id"],
         path=path,
