@@ -32,6 +32,7 @@ from icechart.errors import (
     InternalError,
     OutputError,
     TryAgainError,
+    is_out_of_memory,
 )
 from icechart.io.contract import scene_id_from
 from icechart.ops import manifest as M
@@ -237,7 +238,7 @@ def _prefix_files(outdir: Path, scene_id: str, model_id: str) -> set[str]:
 def _classify(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, IcechartError):
         return exc.exit_code, exc.message.splitlines()[0] if exc.message else type(exc).__name__
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+    if is_out_of_memory(exc):
         return TryAgainError.exit_code, f"out of memory ({type(exc).__name__}); retry later or on another host"
     first = (str(exc).splitlines() or [""])[0]
     return InternalError.exit_code, f"internal error: {type(exc).__name__}: {first}"

@@ -40,6 +40,10 @@ class TrainConfig:
     n_val: int = 20
     val_seed: int = -1
     """Seed of the random split; -1: the run's seed."""
+    val_split: Literal["shared", "per_run"] = "shared"
+    """With ``runs`` > 1: ``shared``, one split for every member (the ensemble is calibrated
+    on scenes none trained on); ``per_run``, each network draws its own split from its seed,
+    as the paper did for its 20-run means."""
     # features
     channels: tuple[str, ...] = C.DEFAULT_CHANNELS
     factor: int = 10
@@ -79,6 +83,11 @@ class TrainConfig:
     device: Device = "auto"
     amp: bool = True
     channels_last: bool = True
+    workers: int = -1
+    """DataLoader worker processes assembling batches; -1: auto (CUDA: min(8, CPUs - 1); CPU: 0,
+    the training thread draws them)."""
+    sync_batchnorm: bool = False
+    """Under DDP on CUDA, synchronise batch-norm statistics across ranks (SyncBatchNorm)."""
     val_every: int = 1
     log_every: int = 50
     runs: int = 1
@@ -97,6 +106,10 @@ class TrainConfig:
         for name in ("factor", "epochs", "iterations", "batch_size", "patch_size", "restart_epochs", "runs", "val_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1")
+        if self.workers < -1:
+            raise ValueError("`workers` must be >= 0, or -1 for auto")
+        if self.val_split not in ("shared", "per_run"):
+            raise ValueError("`val_split` must be shared or per_run")
         if self.n_val < 0:
             raise ValueError("`n_val` must be >= 0")
         if not self.filters or min(self.filters) < 1:
