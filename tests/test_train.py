@@ -200,19 +200,6 @@ def test_loss_ignores_fill() -> None:
     assert terms["SOD"] == pytest.approx(np.log(6), rel=1e-5)
 
 
-def test_ddp_two_processes_gloo(scenes: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "icechart", "train", "--config", str(TINY), "--data", str(scenes),
-        "-o", str(tmp_path / "ddp"), "--epochs", "1", "--device", "cpu",
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert (tmp_path / "ddp" / "best.safetensors").is_file()
-    assert load_checkpoint(tmp_path / "ddp").meta["epoch"] == 1
-
-
 def test_bad_set_value_blames_set(tmp_path):
     from icechart.errors import ConfigError
     from icechart.training.config import load_train_config

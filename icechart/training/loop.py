@@ -620,19 +620,26 @@ def train_runs(
         r = train(cfg, resume=resume, progress=progress, overwrite=overwrite)
         return [r], _summary([r])
     out = Path(cfg.out)
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
     refuse_previous_run(out, resume=resume, overwrite=overwrite)
-    writable_dir(out)
+    if main:
+        writable_dir(out)
     cache = str(default_cache_dir(cfg))
     results = []
-    # Members share one train/validation split (and so normalisation statistics): the ensemble
-    # is then validated and calibrated on scenes none of its members trained on.
-    val_seed = cfg.val_seed if cfg.val_seed >= 0 else cfg.seed
+    # val_split "shared": members share one train/validation split (and so normalisation
+    # statistics): the ensemble is then validated and calibrated on scenes none of its members
+    # trained on. "per_run": each member draws its split from its own seed (the paper's 20-run
+    # means); the ensemble is then calibrated only on scenes no member trained on, if any.
+    shared = cfg.val_split == "shared"
+    val_seed = (cfg.val_seed if cfg.val_seed >= 0 else cfg.seed) if shared else -1
     for k in range(cfg.runs):
         sub = cfg.replace(seed=cfg.seed + k, out=str(out / f"run-{k + 1}"), runs=1, cache_dir=cache, val_seed=val_seed)
         do_resume = resume and (Path(sub.out) / "last.pt").exists()
-        logger.info("run %d/%d (seed %d)", k + 1, cfg.runs, sub.seed)
+        logger.info("run %d/%d (seed %d%s)", k + 1, cfg.runs, sub.seed, "" if shared else ", its own validation split")
         results.append(train(sub, resume=do_resume, progress=progress, overwrite=True))
     summary = _summary(results)
+    if not main:
+        return results, summary
     _write_json(out / "summary.json", summary)
     from icechart.model.ensemble import write_manifest
 
