@@ -190,3 +190,60 @@ def test_per_run_validation_split(scenes: Path, tmp_path: Path) -> None:
     assert shared[0] == shared[1]
     r = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "bad"), "--set", 'val_split="each"'])
     assert r.exit_code == 78 and "val_split" in r.output
+
+
+def test_validation_on_device_equals_the_scorer(scenes: Path, tmp_path: Path) -> None:
+    """The device-side statistics (index_add_, .max(0).indices) equal icechart score's numpy
+    scorer on the same decisions, exactly (confusion matrices and R2 sums)."""
+    from icechart.classes import CHARTS
+    from icechart.features import norm_from_stacks
+    from icechart.model.unet import build_net
+    from icechart.score import ScoreAccumulator
+    from icechart.training.config import TrainConfig
+    from icechart.training.data import find_scenes, load_all
+    from icechart.training.validate import predict_scene_outputs, upsample_blocks, validate
+
+    cfg = TrainConfig(data=str(scenes), out=str(tmp_path / "r"), factor=4, channels=("nersc_sar_primary", "nersc_sar_secondary"))
+    val = load_all(find_scenes(scenes), cfg, tmp_path / "cache", full_labels=True)
+    norm = norm_from_stacks([np.asarray(s.x) for s in val], cfg.channels)
+    torch.manual_seed(0)
+    net = build_net({"in_channels": 2, "filters": [4, 8], "sic_mode": "regression", "separate_decoders": False}).eval()
+    got = validate(net, val, norm, factor=4, method="mean", sic_mode="regression", device=torch.device("cpu"))
+    ref = ScoreAccumulator()
+    for s in val:
+        out = predict_scene_outputs(net, s.x, norm, device=torch.device("cpu"))
+        sizes = [out[c].shape[0] for c in CHARTS]
+        for rows, up in upsample_blocks(torch.cat([out[c] for c in CHARTS]), s.shape, factor=4, method="mean"):
+            parts = dict(zip(CHARTS, torch.split(up, sizes)))
+            for k, c in enumerate(CHARTS):
+                v = parts[c]
+                pred = torch.round(torch.clamp(v[0], 0, 10)) if c == "SIC" else torch.argmax(v, dim=0)
+                ref.update(c, np.asarray(s.full_labels[k, rows]), pred.to(torch.uint8).numpy(), scene_id=s.scene_id)
+    want = ref.result()
+    assert got.scores == want.scores
+    for c in CHARTS:
+        np.testing.assert_array_equal(got.charts[c].confusion, want.charts[c].confusion)
+        assert (got.charts[c].n, got.charts[c].sum_res2) == (want.charts[c].n, want.charts[c].sum_res2)
+    assert got.scenes.keys() == want.scenes.keys()
+
+
+def test_validation_metrics_csv(scenes: Path, tmp_path: Path) -> None:
+    import csv
+
+    out = tmp_path / "run"
+    base = ["train", "--config", str(TINY), "--data", str(scenes), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
+    assert CliRunner().invoke(cli, [*base, "--epochs", "1"]).exit_code == 0
+    r = CliRunner().invoke(cli, [*base, "--epochs", "2", "--resume"])
+    assert r.exit_code == 0, r.output
+    with open(out / "val_metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["epoch", "scene", "chart", "class", "name", "metric", "value"]
+    assert sorted({r["epoch"] for r in rows}) == ["1", "2"]  # once per epoch, not repeated by --resume
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    for m in metrics:
+        comb = [r for r in rows if r["epoch"] == str(m["epoch"]) and r["chart"] == "combined"]
+        assert len(comb) == 1 and float(comb[0]["value"]) == pytest.approx(m["val"]["combined"])
+    per_class = [r for r in rows if r["epoch"] == "2" and r["chart"] == "SOD" and r["metric"] == "f1"]
+    assert [r["class"] for r in per_class] == [str(i) for i in range(6)] and per_class[0]["name"] == "open_water"
+    scenes_rows = {r["scene"] for r in rows if r["scene"] != "all"}
+    assert len(scenes_rows) == 1  # n_val = 1: per-chart scores of that scene

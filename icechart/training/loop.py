@@ -17,7 +17,8 @@ DDP: the cold cache is built by all ranks in parallel, each its share, with a wa
 the work (:func:`icechart.training.data.build_cache`); ``sync_batchnorm`` on CUDA; only rank 0
 writes. Out of memory is 75 (retry later), in training as in every command.
 
-Run directory: ``config.json``, ``split.json``, ``metrics.jsonl`` (one line per epoch),
+Run directory: ``config.json``, ``split.json``, ``metrics.jsonl`` (one line per epoch), ``val_metrics.csv``
+(per epoch, chart, class and scene validation metrics, long format),
 ``best.safetensors`` (inference checkpoint), ``last.pt`` (resume state: weights, optimiser,
 scheduler, grad scaler, RNG states, epoch), ``summary.json``.
 """
@@ -249,6 +250,60 @@ def _scores(res: Any) -> dict[str, float]:
     return {k: float(res.scores[k]) for k in SCORE_KEYS}
 
 
+VAL_CSV = "val_metrics.csv"
+VAL_COLUMNS = ("epoch", "scene", "chart", "class", "name", "metric", "value")
+
+
+def validation_rows(epoch: int, res: Any) -> list[dict[str, Any]]:
+    """Long-format rows of one validation: per chart (all scenes) score, R2, F1, accuracy and
+    pixel count; per class precision, recall, F1 and support; per scene and chart the score."""
+    from icechart.classes import CLASS_NAMES
+
+    rows: list[dict[str, Any]] = []
+
+    def add(scene: str, chart: str, metric: str, value: Any, cls: Any = "", name: str = "") -> None:
+        rows.append({"epoch": epoch, "scene": scene, "chart": chart, "class": cls, "name": name,
+                     "metric": metric, "value": value})  # fmt: skip
+
+    for chart, st in res.charts.items():
+        for metric, value in (("score", st.score(chart) * 100.0), ("r2", st.r2()), ("f1_weighted", st.f1_weighted()),
+                              ("f1_macro", st.f1_macro()), ("accuracy", st.accuracy()), ("n_pixels", st.n)):  # fmt: skip
+            add("all", chart, metric, value)
+        pc = st.per_class()
+        for i, name in enumerate(CLASS_NAMES[chart]):
+            for metric in ("precision", "recall", "f1", "support"):
+                v = pc[metric][i]
+                add("all", chart, metric, int(v) if metric == "support" else float(v), i, name)
+    add("all", "combined", "score", float(res.scores["combined"]))
+    for sid in sorted(res.scenes):
+        for chart, st in res.scenes[sid].items():
+            if st.n:
+                add(sid, chart, "score", st.score(chart) * 100.0)
+                add(sid, chart, "n_pixels", st.n)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(VAL_COLUMNS), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def _read_csv(path: Path, *, max_epoch: int) -> list[dict[str, Any]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [r for r in csv.DictReader(fh) if int(r["epoch"]) <= max_epoch]
+
+
 def _meta(
     cfg: TrainConfig, norm: dict[str, Any], train: list[SceneData], val: list[SceneData],
     scores: dict[str, float] | None, epoch: int,
@@ -414,6 +469,7 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
     gen = torch.Generator(device="cpu")
     start_epoch, best, best_epoch = 0, -math.inf, -1
     metrics: list[dict[str, Any]] = []
+    val_rows: list[dict[str, Any]] = []
     best_scores: dict[str, float] | None = None
     if state is not None:
         try:
@@ -429,6 +485,7 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
         if (out / "metrics.jsonl").exists():
             metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
             metrics = [m for m in metrics if m["epoch"] <= start_epoch]
+        val_rows = _read_csv(out / VAL_CSV, max_epoch=start_epoch)
         logger.info("resuming %s after epoch %d", out, start_epoch)
     model: nn.Module = net
     if dist.active:
@@ -506,8 +563,11 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
             scores = None
             if val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 t_v = time.perf_counter()
-                scores = _scores(validate(net, val_s, norm, factor=cfg.factor, method=cfg.downscale_method,
-                                          sic_mode=cfg.sic_mode, device=device, amp=amp))
+                res = validate(net, val_s, norm, factor=cfg.factor, method=cfg.downscale_method,
+                               sic_mode=cfg.sic_mode, device=device, amp=amp)  # fmt: skip
+                scores = _scores(res)
+                val_rows.extend(validation_rows(epoch + 1, res))
+                _write_csv(out / VAL_CSV, val_rows)
                 row["val"] = scores
                 row["val_seconds"] = round(time.perf_counter() - t_v, 3)
                 logger.info(

@@ -3,8 +3,12 @@
 The network runs on the whole downscaled scene; its outputs are upsampled bilinearly to the SAR
 grid by blocks of rows (interpolating between the downscaled pixel centres, so partial edge
 blocks and the subsample method are handled), then SIC = round(clamp(regression, 0, 10)) (or
-argmax) and SOD/FLOE = argmax (reference/method.md "Inference"), and scored with
-:class:`icechart.score.ScoreAccumulator`.
+argmax) and SOD/FLOE = argmax (reference/method.md "Inference"), and scored with the statistics
+of :class:`icechart.score.ScoreAccumulator` (confusion matrix, exact integer sums for R2).
+
+Everything runs on the training device: the labels of a scene go up once, the decisions use
+``.max(0).indices`` (several times faster than ``argmax`` over the class axis), and the
+statistics are summed there; the host reads them once per scene.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from icechart.classes import CHARTS, N_CLASSES
+from icechart.classes import CHARTS, FILL, N_CLASSES
 from icechart.features import normalise, pixel_centres
 from icechart.score import ScoreAccumulator, ScoreResult
 from icechart.training.data import SceneData
@@ -49,16 +53,50 @@ def upsample_blocks(
         yield rows, F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
 
 
-def decide(values: dict[str, torch.Tensor], *, sic_mode: str) -> dict[str, np.ndarray]:
-    """Classes (uint8) from upsampled outputs."""
+def decide_tensors(values: dict[str, torch.Tensor], *, sic_mode: str) -> dict[str, torch.Tensor]:
+    """Classes (int64, on the values' device) from upsampled outputs."""
     res = {}
     for chart, v in values.items():
         if chart == "SIC" and sic_mode == "regression":
-            cls = torch.round(torch.clamp(v[0], 0, N_CLASSES["SIC"] - 1))
+            res[chart] = torch.round(torch.clamp(v[0], 0, N_CLASSES["SIC"] - 1)).long()
         else:
-            cls = torch.argmax(v, dim=0)
-        res[chart] = cls.to(torch.uint8).cpu().numpy()
+            res[chart] = v.max(0).indices
     return res
+
+
+def decide(values: dict[str, torch.Tensor], *, sic_mode: str) -> dict[str, np.ndarray]:
+    """Classes (uint8 numpy) from upsampled outputs."""
+    return {c: t.to(torch.uint8).cpu().numpy() for c, t in decide_tensors(values, sic_mode=sic_mode).items()}
+
+
+class _DeviceStats:
+    """:class:`icechart.score.ChartStats` of one chart, summed on the device."""
+
+    def __init__(self, chart: str, device: torch.device) -> None:
+        self.k = N_CLASSES[chart]
+        self.confusion = torch.zeros(self.k * (self.k + 1) + 1, dtype=torch.int64, device=device)  # + unlabelled
+        self.sums = torch.zeros(4, dtype=torch.int64, device=device)  # n, sum y, sum y^2, sum res^2
+
+    def update(self, ref: torch.Tensor, pred: torch.Tensor) -> None:
+        """Add one block (labels checked at cache build: classes or FILL). No host sync:
+        unlabelled pixels go to an extra bin, counted with ``index_add_``, not ``bincount``."""
+        k = self.k
+        keep = ref != FILL
+        r = ref.long()
+        col = torch.where((pred >= 0) & (pred < k), pred, torch.full_like(pred, k))
+        idx = torch.where(keep, r * (k + 1) + col, torch.full_like(r, k * (k + 1))).reshape(-1)
+        self.confusion.index_add_(0, idx, torch.ones_like(idx))
+        rk = torch.where(keep, r, torch.zeros_like(r))
+        d = torch.where(keep, r - pred, torch.zeros_like(r))
+        self.sums += torch.stack([keep.sum(), rk.sum(), (rk * rk).sum(), (d * d).sum()])
+
+    def stats(self) -> Any:
+        from icechart.score import ChartStats
+
+        st = ChartStats(self.k)
+        st.confusion = self.confusion[:-1].cpu().numpy().reshape(self.k, self.k + 1).astype(np.int64)
+        st.n, st.sum_y, st.sum_y2, st.sum_res2 = (int(v) for v in self.sums.cpu().tolist())
+        return st
 
 
 @torch.no_grad()
@@ -93,11 +131,15 @@ def validate(
             out = predict_scene_outputs(net, s.x, norm, device=device, amp=amp)
             stacked = torch.cat([out[c] for c in CHARTS], dim=0)
             sizes = [out[c].shape[0] for c in CHARTS]
+            labels = torch.from_numpy(np.array(s.full_labels)).to(device, non_blocking=True)  # a copy: memmaps are read-only
+            stats = {c: _DeviceStats(c, device) for c in CHARTS}
             for rows, up in upsample_blocks(stacked, s.shape, factor=factor, method=method):
                 parts = dict(zip(CHARTS, torch.split(up, sizes, dim=0)))
-                pred = decide(parts, sic_mode=sic_mode)
+                pred = decide_tensors(parts, sic_mode=sic_mode)
                 for k, chart in enumerate(CHARTS):
-                    acc.update(chart, np.asarray(s.full_labels[k, rows]), pred[chart], scene_id=s.scene_id)
+                    stats[chart].update(labels[k, rows], pred[chart])
+            for chart in CHARTS:
+                acc.add_stats(chart, stats[chart].stats(), scene_id=s.scene_id)
     finally:
         net.train(was_training)
     return acc.result()
