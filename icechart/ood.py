@@ -78,6 +78,24 @@ def excess(x: np.ndarray, rng: Mapping[str, Any]) -> np.ndarray:
     return d
 
 
+def excess_raw(raw: np.ndarray, norm: Mapping[str, Any] | None, rng: Mapping[str, Any]) -> np.ndarray:
+    """:func:`excess` of an unnormalised stack (normalised with ``norm`` one channel at a time,
+    NaN -> 0 as :func:`icechart.features.normalise`), or of a normalised one (``norm`` None)."""
+    if norm is None:
+        return excess(raw, rng)
+    lo = np.asarray(rng["lo"], np.float32)
+    hi = np.asarray(rng["hi"], np.float32)
+    mean = np.asarray(norm["mean"], np.float32)
+    std = np.asarray(norm["std"], np.float32)
+    d = np.zeros(raw.shape[1:], np.float32)
+    for c in range(min(lo.size, raw.shape[0])):
+        z = (raw[c] - mean[c]) / (std[c] if std[c] > 0 else np.float32(1))
+        np.nan_to_num(z, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.maximum(d, lo[c] - z, out=d)
+        np.maximum(d, z - hi[c], out=d)
+    return d
+
+
 def flag(d: np.ndarray, margin: float = OOD_MARGIN) -> np.ndarray:
     """True where a pixel is out of distribution."""
     return d > margin

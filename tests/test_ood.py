@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icechart.classes import STATUS_OOD
+from icechart.classes import STATUS_MASKED, STATUS_OOD
 from icechart.features import build_features, raw_features
-from icechart.infer.predict import STATUS_MASKED, load_model, predict_scene
+from icechart.infer.predict import predict_scene
+from icechart.model.load import load_model
 from icechart.io import contract as C
 from icechart.io.scene import open_scene
 from icechart.ood import OOD_MARGIN, excess, input_range, soften

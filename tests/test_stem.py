@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from icechart.features import full_resolution_sar, output_shape
-from icechart.infer.predict import scene_features
+from icechart.infer.forward import scene_features
 from icechart.io import contract as C
 from icechart.io.scene import open_scene
 from icechart.model.checkpoint import LoadedModel
+from icechart.model.contract import ModelContract
 from icechart.model.stem import scene_stem_channels, stem_channels, with_stem
 from icechart.model.unet import build_net
 from icechart.synth import make_scene, write_scene
@@ -84,12 +85,11 @@ def test_training_and_prediction_see_the_same_stem_input(scene_path: Path, tmp_p
         pred = scene_stem_channels(model, s, band_blocks=4)
     sampler = PatchSampler([sd], patch=8, min_labelled=0.0, seed=3, stem_factor=5)
     h, w = sd.y.shape[1:]
-    for _ in range(5):
-        rng = np.random.default_rng()
-        rng.bit_generator.state = sampler.rng.bit_generator.state  # replay the sampler's draws
+    for k in range(5):
+        rng = np.random.default_rng(k)  # replay the sampler's draws on a twin generator
         rng.integers(1)
         r, c = int(rng.integers(0, h - 8 + 1)), int(rng.integers(0, w - 8 + 1))
-        x, y, full = sampler._one()
+        x, y, full = sampler._one(np.random.default_rng(k))
         assert full is not None and full.shape == (2, 40, 40)
         np.testing.assert_array_equal(np.asarray(sd.x[:, r : r + 8, c : c + 8]), x)
         train_side = stem_channels(model.net, full, model.meta["stem_norm"])
@@ -102,13 +102,13 @@ def test_texture_channels_same_in_training_cache_and_prediction(scene_path: Path
     (tmp_path / "cache").mkdir()
     sd = load_scene(scene_path, cfg, tmp_path / "cache", full_labels=False)
     meta = {"channels": TEXTURE_SET, "factor": 5, "downscale_method": "mean", "interp": "bilinear"}
-    import icechart.infer.predict as P
+    import icechart.infer.forward as P
 
     old = P._FEATURE_BAND
     P._FEATURE_BAND = 7  # many bands, none aligned with the cache's row blocks
     try:
         with open_scene(scene_path) as s:
-            pred = scene_features(s, meta, normalised=False)
+            pred = scene_features(s, ModelContract.from_meta(meta), normalised=False)
     finally:
         P._FEATURE_BAND = old
     np.testing.assert_array_equal(np.isnan(pred), np.isnan(np.asarray(sd.x)))
@@ -119,7 +119,7 @@ def test_texture_channels_same_in_training_cache_and_prediction(scene_path: Path
 def test_with_stem_appends_channels(scene_path: Path) -> None:
     model = _stem_model()
     with open_scene(scene_path) as s:
-        raw = scene_features(s, {**model.meta, "norm": None}, normalised=False)
+        raw = scene_features(s, ModelContract.from_meta({**model.meta, "norm": None}), normalised=False)
         x = with_stem(model, raw, scene=s)
         y = with_stem(model, raw, full=full_resolution_sar(s))
     assert x.shape == (raw.shape[0] + 3, *raw.shape[1:])
