@@ -139,3 +139,24 @@ def test_forward_full_equals_forward_on_appended_channels() -> None:
         torch.testing.assert_close(a[k], b[k])
     assert net.run_stem(full).shape == (1, 2, 12, 10)
     assert build_net(net.arch).arch == net.arch
+
+
+def test_stem_network_trains_and_predicts_end_to_end(tmp_path: Path) -> None:
+    """`icechart train --set stem=N` through the DataLoader batches, calibration and checkpoint
+    checks, then prediction band by band."""
+    from icechart.model.load import load_model
+    from icechart.training.loop import train
+
+    (tmp_path / "s").mkdir()
+    for k in range(3):
+        write_scene(make_scene((90, 80), seed=300 + k), tmp_path / "s" / f"2021031{k}T101010_dmi_prep.nc")
+    cfg = load_train_config(TINY, overrides=["stem=3"]).replace(data=str(tmp_path / "s"), out=str(tmp_path / "run"))
+    train(cfg, progress=False)
+    model = load_model(tmp_path / "run")
+    assert model.meta["arch"]["stem"] == 3 and len(model.meta["norm"]["mean"]) == len(cfg.channels) + 3
+    assert "calibration" in model.meta and "stem_norm" in model.meta
+    from icechart.infer.predict import predict_scene
+
+    with open_scene(tmp_path / "s" / "20210310T101010_dmi_prep.nc") as s:
+        pred = predict_scene(s, model)
+        assert pred.probs["SOD"].shape[1:] == output_shape(s.shape, cfg.factor)

@@ -271,12 +271,17 @@ def check_meta_values(meta: Mapping[str, Any], *, where: str | Path) -> None:
     norm = meta.get("norm")
     if not isinstance(norm, Mapping):
         raise _bad(where, "`norm` must be a table with `mean` and `std` per channel")
+    arch0 = meta.get("arch") if isinstance(meta.get("arch"), Mapping) else {}
+    stem = arch0.get("stem", 0)
+    if isinstance(stem, bool) or not isinstance(stem, int) or not 0 <= stem <= 256:
+        raise _bad(where, f"`arch.stem` must be an integer 0..256, got {stem!r}")
+    n_in = len(ch) + stem  # a learned stem's channels follow the features (icechart.model.stem)
     for key in ("mean", "std"):
         v = norm.get(key)
-        if not isinstance(v, list) or len(v) != len(ch) or not all(
+        if not isinstance(v, list) or len(v) != n_in or not all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v
         ):
-            raise _bad(where, f"`norm.{key}` must be {len(ch)} finite numbers (one per channel)")
+            raise _bad(where, f"`norm.{key}` must be {n_in} finite numbers (one per channel)")
     if not all(x > 0 for x in norm["std"]):
         raise _bad(where, "`norm.std` must be positive")
     arch = meta.get("arch")
