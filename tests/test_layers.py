@@ -33,6 +33,7 @@ LAYER_OF = {
     "icechart.synth": "io",
     "icechart.ops": "io",
     "icechart.features": "features",
+    "icechart.ood": "features",
     "icechart.model": "model",
     "icechart.infer": "infer",
     "icechart.products": "products",

@@ -70,8 +70,10 @@ BOUNDS = {"SIC": 88.0, "SOD": 91.0, "FLOE": 91.0, "combined": 90.0}
 """Lower bounds of the round-trip scores (measured values in the module docstring)."""
 NC_BOUND = 90.0
 """Lower bound of the combined score of the chart against its own netCDF (measured 95.83)."""
-COLLAPSED = 40.0
-"""Upper bound of a chart's score when its codes are mapped wrongly."""
+COLLAPSED = {"SIC": 70.0, "SOD": 40.0, "FLOE": 40.0}
+"""Upper bound of a chart's score when its codes are mapped wrongly (shifted by one class). SIC's
+R2 under a one-class shift depends on the share of 100 % ice, the only class sent far away
+(10 -> 1): 57.4 on the physics generator's chart of this scene (issue 12), against the 88 bound."""
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +323,7 @@ def test_wrong_code_table_collapses_score(
     monkeypatch.setattr(sigrid3, "TO_CODE", {**TO_CODE, wrong: _shifted(wrong)})
     chart = rasterise_chart(write_chart(scene, tmp_path), scene)
     scores = common_scores(labels, chart)
-    assert scores[wrong] < COLLAPSED < BOUNDS[wrong], scores
+    assert scores[wrong] < COLLAPSED[wrong] < BOUNDS[wrong], scores
     assert scores["combined"] < BOUNDS["combined"], scores
     for other in set(CHARTS) - {wrong}:  # the other charts are untouched
         assert scores[other] >= BOUNDS[other], scores
