@@ -9,7 +9,6 @@ Library API (a notebook user needs no CLI)::
 """
 
 from icechart._version import __version__
-from icechart.io.scene import Scene, open_scene
 
 __all__ = [
     "__version__",
@@ -24,8 +23,11 @@ __all__ = [
     "score_paths",
 ]
 
-# Loaded on first use (PEP 562) so `import icechart` and the CLI's --help do not import torch.
+# Loaded on first use (PEP 562) so `import icechart` and the CLI's --help import neither torch
+# nor xarray.
 _LAZY = {
+    "Scene": ("icechart.io.scene", "Scene"),
+    "open_scene": ("icechart.io.scene", "open_scene"),
     "predict": ("icechart.pipeline.predict", "predict"),
     "predict_batch": ("icechart.pipeline.predict", "predict_batch"),
     "process_scene": ("icechart.pipeline.predict", "process_scene"),

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from icechart.products import DEFAULT_FORMATS, formats_help
+
 from icechart.cli.options import (
     device_opt,
     lock_opt,
@@ -46,9 +48,9 @@ class FormatList(click.ParamType):
 @click.option(
     "--formats",
     type=FormatList(),
-    default="netcdf,geotiff,shapefile,png",
+    default=",".join(DEFAULT_FORMATS),
     show_default=True,
-    help="Comma list of netcdf, geotiff, shapefile, png, autoice, uncertainty (autoice: the AutoICE submission file of all complete scenes in OUT; uncertainty: as --uncertainty-tif).",
+    help=formats_help(),
 )
 @click.option("--crs", default="EPSG:3413", show_default=True, help="Projected CRS of the GeoTIFFs and the shapefile (EPSG code or PROJ string).")
 @click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=200.0, show_default=True, help="GeoTIFF pixel size in CRS units (m).")

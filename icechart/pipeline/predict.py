@@ -141,9 +141,10 @@ def process_scene(
     outdir
         Output directory (must exist; :func:`icechart.ops.batch.prepare_outdir` makes it).
     formats
-        Comma list or iterable of ``netcdf, geotiff, shapefile, png, autoice``; default all but
-        ``autoice``. (``autoice`` makes this write the netCDF; the AutoICE file itself is
-        rebuilt once per run with :func:`icechart.products.autoice.write_autoice`.)
+        Comma list or iterable of names from :data:`icechart.products.REGISTRY`; default the
+        default formats. A run-level format (``autoice``) makes this write what it needs (the
+        netCDF); its own file is rebuilt once per run (:func:`predict_batch`,
+        :func:`icechart.products.write_run_level`).
     crs, resolution
         Projected products' CRS and GeoTIFF pixel size.
     tile_size
@@ -221,29 +222,14 @@ def product_options(
     tile_size: int | None,
     tta: bool,
 ) -> dict[str, Any]:
-    """The options a finished scene's products are compared on when a run meets them again.
+    """The options a finished scene's products are compared on when a run meets them again:
+    the products' :func:`icechart.products.fingerprint` (per-scene formats and the options
+    those formats use) plus the tile size and TTA. The device never counts."""
+    from icechart.products import fingerprint
 
-    Only what changes the files counts: the per-scene formats (``autoice`` is a run-level
-    file), the CRS and resolution only for projected products, the sieve only for the
-    shapefile; defaults are filled in so ``--sieve 16`` equals no ``--sieve``. The device
-    never counts.
-    """
-    from icechart.products import FORMATS, parse_formats
-    from icechart.products.sigrid3 import DEFAULT_SIEVE
-
-    fm = parse_formats(formats)
-    per_scene = [f for f in FORMATS if f in fm and f != "autoice"]
-    opts: dict[str, Any] = {
-        "formats": per_scene,
-        "tile_size": DEFAULT_TILE if tile_size is None else int(tile_size),
-        "tta": bool(tta),
-    }
-    if {"geotiff", "shapefile", "uncertainty"} & set(per_scene):
-        opts["crs"] = crs
-    if {"geotiff", "uncertainty"} & set(per_scene):
-        opts["resolution"] = float(resolution)
-    if "shapefile" in per_scene:
-        opts["sieve"] = DEFAULT_SIEVE if sieve is None else int(sieve)
+    opts = fingerprint(formats, crs=crs, resolution=resolution, sieve=sieve)
+    opts["tile_size"] = DEFAULT_TILE if tile_size is None else int(tile_size)
+    opts["tta"] = bool(tta)
     return opts
 
 
@@ -312,7 +298,7 @@ def predict_batch(
     """
     from icechart.model.load import load_model, resolve_device
     from icechart.ops.batch import SceneOutput, run_guarded, want_progress
-    from icechart.products import parse_formats
+    from icechart.products import parse_formats, write_run_level
     from icechart.products.warp import parse_crs
 
     fm = parse_formats(formats)
@@ -336,10 +322,7 @@ def predict_batch(
         return SceneOutput(files, timings={k: v for k, v in timings.items() if isinstance(v, float)})
 
     def finish(_result: "BatchResult") -> None:
-        if "autoice" in fm:
-            from icechart.products.autoice import write_autoice
-
-            write_autoice(outdir, state["model"].model_id)
+        write_run_level(fm, outdir, state["model"].model_id)
 
     return run_guarded(
         list(inputs), process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,

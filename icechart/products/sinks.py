@@ -1,0 +1,240 @@
+"""Streaming sinks of the built-in formats: each takes the scene's row blocks and finishes atomically.
+
+A sink (:class:`icechart.products.Sink`) is made once per scene from a
+:class:`~icechart.products.SinkContext`; :meth:`add` receives every full-resolution
+:class:`~icechart.products.ProductBlock` in order; :meth:`finish` writes its files under
+temporary names registered with the context (renamed onto their product names only when every
+sink of the scene has finished, :func:`icechart.atomic.atomic_path`) and returns their final
+paths. The sinks here wrap the writers of :mod:`~icechart.products.netcdf`,
+:mod:`~icechart.products.geotiff`, :mod:`~icechart.products.sigrid3` and
+:mod:`~icechart.products.quicklook`, which stay block-free library functions; a new format
+brings its writer and its sink in one module of its own and one registry line
+(:data:`icechart.products.FORMATS`, ``tests/test_products.py::test_a_new_format_is_one_module``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from icechart.atomic import TMP_PREFIX
+from icechart.classes import CHARTS, STATUS_INVALID, STATUS_LAND
+
+if TYPE_CHECKING:
+    from icechart.products import ProductBlock, SinkContext
+
+logger = logging.getLogger(__name__)
+
+
+class NetcdfSink:
+    """``{id}_{model}.nc``: the CF netCDF at SAR geometry, written block by block."""
+
+    stage = "netcdf"
+
+    def __init__(self, ctx: "SinkContext") -> None:
+        from icechart.hashing import sha256_file
+        from icechart.products import uncertainty_attrs
+        from icechart.products.netcdf import LatLonBlocks, NetcdfWriter, global_attrs
+
+        scene, pred = ctx.scene, ctx.prediction
+        if ctx.input_sha256 is None:
+            ctx.input_sha256 = sha256_file(scene.path)
+        self.dest = ctx.outdir / f"{ctx.stem}.nc"
+        attrs = global_attrs(
+            scene_id=scene.scene_id,
+            acquired=scene.time,
+            model_id=ctx.model_id,
+            model_sha256=pred.model_sha256,
+            input_name=scene.path.name,
+            input_sha256=ctx.input_sha256,
+            service=scene.service,
+            command=ctx.command,
+            extra=uncertainty_attrs(pred),
+        )
+        self.nc = ctx.stack.enter_context(NetcdfWriter(
+            ctx.temporary(self.dest), pred.shape, attrs, block_rows=ctx.block_rows,
+            complevel=ctx.complevel, sic_standard_error=pred.sic_se is not None,
+            temperature=pred.temperature,
+        ))  # fmt: skip
+        self.geo: LatLonBlocks | None = LatLonBlocks(scene)
+
+    def add(self, block: "ProductBlock") -> None:
+        assert self.geo is not None
+        lat, lon = self.geo.block(block.rows)
+        self.nc.write(block.rows, block.arrays, lat, lon)
+
+    def finish(self) -> list[Path]:
+        self.geo = None
+        self.nc.close()
+        return [self.dest]
+
+
+class _RasterSink:
+    """GeoTIFFs of product variables on the projected grid, filled through the shared gather."""
+
+    stage = "geotiff"
+
+    def __init__(self, ctx: "SinkContext", names: list[str]) -> None:
+        self.ctx = ctx
+        grid = ctx.grid()
+        ctx.gather()  # built now, timed to this sink
+        self.rasters: dict[str, np.ndarray] | None = {
+            c: np.full((grid.height, grid.width), 255, np.uint8) for c in names
+        }
+
+    def add(self, block: "ProductBlock") -> None:
+        assert self.rasters is not None
+        gather = self.ctx.gather()
+        for c, r in self.rasters.items():
+            gather.fill(r, block.rows, block.arrays[c])
+
+    def finish(self) -> list[Path]:
+        from icechart.products.geotiff import write_geotiff, write_layer_geotiff
+
+        ctx = self.ctx
+        assert self.rasters is not None
+        written = []
+        for c, raster in self.rasters.items():
+            dest = ctx.outdir / f"{ctx.stem}_{c}.tif"
+            tmp = ctx.temporary(dest)
+            if c in CHARTS:
+                write_geotiff(tmp, raster, ctx.grid(), chart=c, tags=ctx.tags())
+            else:
+                write_layer_geotiff(tmp, raster, ctx.grid(), name=c, tags=ctx.tags())
+            written.append(dest)
+        self.rasters = None
+        return written
+
+
+class GeotiffSink(_RasterSink):
+    """``{id}_{model}_{SIC|SOD|FLOE}.tif``: the charts on the projected grid."""
+
+    def __init__(self, ctx: "SinkContext") -> None:
+        super().__init__(ctx, list(CHARTS))
+
+
+class UncertaintySink(_RasterSink):
+    """``{id}_{model}_{layer}.tif``: SOD/FLOE confidence (and, from an ensemble, the SIC
+    standard error) on the GeoTIFF grid."""
+
+    def __init__(self, ctx: "SinkContext") -> None:
+        from icechart.products import uncertainty_layers
+
+        super().__init__(ctx, uncertainty_layers(ctx.prediction.sic_se is not None))
+
+
+class QuicklookSink:
+    """``{id}_{model}_{chart}.png``: quicklooks from every n-th line and sample."""
+
+    stage = "png"
+
+    def __init__(self, ctx: "SinkContext") -> None:
+        from icechart.products.quicklook import QuicklookCollector
+
+        self.ctx = ctx
+        self.ql = QuicklookCollector(ctx.prediction.shape)
+
+    def add(self, block: "ProductBlock") -> None:
+        self.ql.add(block.rows, block.charts, block.status)
+
+    def finish(self) -> list[Path]:
+        from icechart.products.quicklook import write_quicklook
+
+        ctx, ql = self.ctx, self.ql
+        written = []
+        for c in CHARTS:
+            dest = ctx.outdir / f"{ctx.stem}_{c}.png"
+            write_quicklook(
+                ctx.temporary(dest), c, ql.charts[c], ql.status, scene_id=ctx.scene.scene_id,
+                acquired=ctx.scene.time, model_id=ctx.model_id, step=ql.step,
+            )  # fmt: skip
+            written.append(dest)
+        return written
+
+
+class LowresStatus:
+    """Land / no-data decision per model pixel, from the full-resolution status of the blocks."""
+
+    def __init__(self, shape: tuple[int, int], factor: int) -> None:
+        self.f = factor
+        lines, samples = shape
+        self.samples = samples
+        self.h, self.w = -(-lines // factor), -(-samples // factor)
+        self.land = np.zeros((self.h, self.w), np.int32)
+        self.bad = np.zeros((self.h, self.w), np.int32)
+        self.n = np.zeros((self.h, self.w), np.int32)
+
+    def add(self, rows: slice, status: np.ndarray) -> None:
+        f = self.f
+        nb = status.shape[0]
+        i0 = rows.start // f
+        ph = -(-nb // f) * f - nb
+        pw = self.w * f - self.samples
+        real = np.pad(np.ones(status.shape, np.int32), ((0, ph), (0, pw)))
+        land = np.pad(((status & STATUS_LAND) != 0).astype(np.int32), ((0, ph), (0, pw)))
+        bad = np.pad(((status & STATUS_INVALID) != 0).astype(np.int32), ((0, ph), (0, pw)))
+        hb = land.shape[0] // f
+        for acc, a in ((self.n, real), (self.land, land), (self.bad, bad)):
+            acc[i0 : i0 + hb] += a.reshape(hb, f, self.w, f).sum(axis=(1, 3))
+
+    def result(self) -> np.ndarray:
+        from icechart.products.sigrid3 import LOWRES_CHARTED, LOWRES_LAND, LOWRES_NODATA
+
+        out = np.full((self.h, self.w), LOWRES_CHARTED, np.uint8)
+        masked = 2 * (self.land + self.bad) > self.n
+        out[masked & (self.land >= self.bad)] = LOWRES_LAND
+        out[masked & (self.land < self.bad)] = LOWRES_NODATA
+        return out
+
+
+class ShapefileSink:
+    """``{id}_{model}_sigrid3.{shp,shx,dbf,prj,cpg}``: SIGRID-3 polygons at the model's resolution."""
+
+    stage = "shapefile"
+
+    def __init__(self, ctx: "SinkContext") -> None:
+        self.ctx = ctx
+        ctx.inverse()
+        self.lowres = LowresStatus(ctx.prediction.shape, ctx.prediction.factor)
+
+    def add(self, block: "ProductBlock") -> None:
+        self.lowres.add(block.rows, block.status)
+
+    def finish(self) -> list[Path]:
+        from icechart.products import SAR_PIXEL
+        from icechart.products import sigrid3
+        from icechart.products.warp import target_grid
+
+        ctx = self.ctx
+        res = SAR_PIXEL * ctx.prediction.factor
+        grid = target_grid(ctx.scene, ctx.crs, res)
+        regions = sigrid3.region_codes(ctx.prediction.lowres_classes(), self.lowres.result())
+        raster, inside = sigrid3.warp_regions(ctx.inverse(), grid, regions)
+        polys = sigrid3.polygons(
+            raster, inside, grid.transform,
+            sieve=sigrid3.DEFAULT_SIEVE if ctx.sieve is None else int(ctx.sieve),
+            simplify=0.5 * res if ctx.simplify is None else float(ctx.simplify),
+        )  # fmt: skip
+        tmpdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "shp-", dir=ctx.outdir))
+        ctx.stack.callback(shutil.rmtree, tmpdir, True)
+        shp = ctx.outdir / f"{ctx.stem}_sigrid3.shp"
+        try:
+            sigrid3.write_shapefile(tmpdir / shp.name, polys, ctx.crs)
+        except OSError as exc:
+            from icechart.atomic import os_error
+
+            raise os_error(exc, shp) from exc
+        written = []
+        for ext in sigrid3.SHAPEFILE_PARTS:
+            dest = ctx.outdir / f"{ctx.stem}_sigrid3{ext}"
+            src = tmpdir / dest.name
+            if src.exists():
+                os.replace(src, ctx.temporary(dest))
+                written.append(dest)
+        return written
