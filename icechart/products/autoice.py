@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from icechart.atomic import atomic_path
-from icechart.classes import CHARTS, FILL, sic_from_percent
+from icechart.classes import CHARTS, sic_from_percent
 from icechart.errors import BadDataError
 
 logger = logging.getLogger(__name__)
