@@ -18,8 +18,10 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,8 +34,24 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def _hdf5_lock() -> Any:
+    """The lock xarray holds around every netCDF-C/HDF5 call (HDF5 is not thread-safe)."""
+    try:
+        from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK
+    except ImportError:  # pragma: no cover - an xarray without it: serialise among ourselves
+        return threading.Lock()
+    return NETCDF4_PYTHON_LOCK
+
+
 class NetcdfSink:
-    """``{id}_{model}.nc``: the CF netCDF at SAR geometry, written block by block."""
+    """``{id}_{model}.nc``: the CF netCDF at SAR geometry, written block by block.
+
+    Geolocation and writing (HDF5 compresses each chunk inside the write call, with the GIL
+    released) run on one worker thread, overlapping the decisions and the other sinks of the
+    next block; at most one block waits, so memory stays flat. The worker holds xarray's
+    netCDF/HDF5 lock while it calls the library, so reads of the input never run at the same
+    time. Same bytes as writing in line: the blocks are written in order by one thread.
+    """
 
     stage = "netcdf"
 
@@ -57,21 +75,36 @@ class NetcdfSink:
             command=ctx.command,
             extra=uncertainty_attrs(pred),
         )
-        self.nc = ctx.stack.enter_context(NetcdfWriter(
-            ctx.temporary(self.dest), pred.shape, attrs, block_rows=ctx.block_rows,
-            complevel=ctx.complevel, sic_standard_error=pred.sic_se is not None,
-            temperature=pred.temperature,
-        ))  # fmt: skip
+        self.lock = _hdf5_lock()
+        with self.lock:
+            self.nc = ctx.stack.enter_context(NetcdfWriter(
+                ctx.temporary(self.dest), pred.shape, attrs, block_rows=ctx.block_rows,
+                complevel=ctx.complevel, sic_standard_error=pred.sic_se is not None,
+                temperature=pred.temperature,
+            ))  # fmt: skip
         self.geo: LatLonBlocks | None = LatLonBlocks(scene)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="icechart-netcdf")
+        self.pending: Future[None] | None = None
+        ctx.stack.callback(self.pool.shutdown, wait=True, cancel_futures=True)  # before the writer closes
 
-    def add(self, block: "ProductBlock") -> None:
+    def _write(self, block: "ProductBlock") -> None:
         assert self.geo is not None
         lat, lon = self.geo.block(block.rows)
-        self.nc.write(block.rows, block.arrays, lat, lon)
+        with self.lock:
+            self.nc.write(block.rows, block.arrays, lat, lon)
+
+    def add(self, block: "ProductBlock") -> None:
+        if self.pending is not None:
+            self.pending.result()  # the previous block is written (and its error raised here)
+        self.pending = self.pool.submit(self._write, block)
 
     def finish(self) -> list[Path]:
+        if self.pending is not None:
+            self.pending.result()
+            self.pending = None
         self.geo = None
-        self.nc.close()
+        with self.lock:
+            self.nc.close()
         return [self.dest]
 
 
