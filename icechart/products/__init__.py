@@ -471,6 +471,26 @@ def write_products(
     return sorted(written, key=lambda p: order.get(p, len(order)))
 
 
+def product_attrs(
+    prediction: "Prediction", scene: "Scene", *, model_id: str, input_sha256: str | None, command: str | None
+) -> dict[str, Any]:
+    """Global attributes of the netCDF product and of the in-memory dataset (ACDD, provenance,
+    how the confidence and spread were made)."""
+    from icechart.products.netcdf import global_attrs
+
+    return global_attrs(
+        scene_id=scene.scene_id,
+        acquired=scene.time,
+        model_id=model_id,
+        model_sha256=prediction.model_sha256,
+        input_name=scene.path.name,
+        input_sha256=input_sha256,
+        service=scene.service,
+        command=command,
+        extra=uncertainty_attrs(prediction),
+    )
+
+
 def uncertainty_attrs(prediction: "Prediction") -> dict[str, Any]:
     """Global attributes recording how the confidence and spread were made."""
     temp = prediction.temperature

@@ -57,24 +57,14 @@ class NetcdfSink:
 
     def __init__(self, ctx: "SinkContext") -> None:
         from icechart.hashing import sha256_file
-        from icechart.products import uncertainty_attrs
-        from icechart.products.netcdf import LatLonBlocks, NetcdfWriter, global_attrs
+        from icechart.products import product_attrs
+        from icechart.products.netcdf import LatLonBlocks, NetcdfWriter
 
         scene, pred = ctx.scene, ctx.prediction
         if ctx.input_sha256 is None:
             ctx.input_sha256 = sha256_file(scene.path)
         self.dest = ctx.outdir / f"{ctx.stem}.nc"
-        attrs = global_attrs(
-            scene_id=scene.scene_id,
-            acquired=scene.time,
-            model_id=ctx.model_id,
-            model_sha256=pred.model_sha256,
-            input_name=scene.path.name,
-            input_sha256=ctx.input_sha256,
-            service=scene.service,
-            command=ctx.command,
-            extra=uncertainty_attrs(pred),
-        )
+        attrs = product_attrs(pred, scene, model_id=ctx.model_id, input_sha256=ctx.input_sha256, command=ctx.command)
         self.lock = _hdf5_lock()
         with self.lock:
             self.nc = ctx.stack.enter_context(NetcdfWriter(
