@@ -15,6 +15,8 @@ from icechart.cli.options import (
     device_opt,
     lock_opt,
     lock_wait_opt,
+    model_opt,
+    output_opt,
     overwrite_opt,
     progress_opt,
     strict_opt,
@@ -43,8 +45,8 @@ class FormatList(click.ParamType):
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="SCENE_OR_DIR...")
-@click.option("-o", "--output", "outdir", required=True, metavar="OUT", help="Output directory (created if missing).")
-@click.option("--model", "model_spec", metavar="ID|FILE|DIR", help="Shipped model id, checkpoint file, training run directory, or ensemble (ensemble.toml or its directory) [default: the shipped default model].")
+@output_opt("outdir", required=True, metavar="OUT", help="Output directory (created if missing).")
+@model_opt(help="Shipped model id, checkpoint file, training run directory, or ensemble (ensemble.toml or its directory) [default: the shipped default model].")
 @click.option(
     "--formats",
     type=FormatList(),
