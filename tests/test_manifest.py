@@ -59,3 +59,37 @@ def test_acdd_time_coverage_is_the_acquisition_time_in_utc() -> None:
     assert attrs["history"].endswith(" icechart predict x.nc")
     assert attrs["date_created"] == attrs["history"].split()[0]
     assert attrs["input_sha256"] == ""
+
+
+def test_predict_batch_is_a_library_call_hashing_each_input_once(tmp_path: Path, monkeypatch) -> None:
+    """icechart.predict_batch: the command's batch from Python (manifest, rerun skip), and the
+    manifest reuses the input digest made for the netCDF instead of hashing the file again."""
+    import json
+
+    import icechart
+    import icechart.hashing
+    from icechart.synth import make_scene, write_scene
+    from icechart.testing import random_checkpoint
+
+    ds = make_scene((70, 64), seed=4)
+    scene = tmp_path / ds.attrs["scene_id"]
+    write_scene(ds, scene)
+    model = random_checkpoint(tmp_path / "m.safetensors")
+    real = icechart.hashing.sha256_file
+    hashed: list[Path] = []
+
+    def counting(path):  # type: ignore[no-untyped-def]
+        hashed.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(icechart.hashing, "sha256_file", counting)
+    monkeypatch.setattr(M, "sha256_file", counting)
+    out = tmp_path / "out"
+    res = icechart.predict_batch([scene], out, model=str(model), formats="netcdf", device="cpu")
+    assert [r.status for r in res.results] == ["ok"] and res.exit_code == 0
+    assert hashed.count(scene) == 1
+    (mf,) = out.glob("*.manifest.json")
+    doc = json.loads(mf.read_text())
+    assert doc["inputs"][0]["sha256"] == real(scene) and doc["options"]["formats"] == ["netcdf"]
+    again = icechart.predict_batch([scene], out, model=str(model), formats="netcdf", device="cpu")
+    assert [r.status for r in again.results] == ["skipped"]

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import warnings
@@ -47,12 +48,14 @@ class _Hasher(threading.Thread):
         super().__init__(daemon=True)
         self.path = path
         self.digest: str | None = None
+        self.stat: os.stat_result | None = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
         from icechart.hashing import sha256_file
 
         try:
+            self.stat = os.stat(self.path)
             self.digest = sha256_file(self.path)
         except BaseException as exc:  # reported by result()
             self.error = exc
@@ -124,6 +127,7 @@ def process_scene(
     sar_fill: float | None = None,
     command: str | None = None,
     timings: dict[str, float] | None = None,
+    input_digest: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Predict one scene and write its products into ``outdir``.
 
@@ -160,6 +164,9 @@ def process_scene(
         Command line recorded in the netCDF history.
     timings
         Receives seconds per stage.
+    input_digest
+        Receives ``size``, ``mtime_ns`` and ``sha256`` of the input as hashed for the netCDF
+        (the manifest reuses them instead of hashing the file again).
 
     Returns
     -------
@@ -199,6 +206,8 @@ def process_scene(
         pred = predict_scene(scene, model, tile_size=DEFAULT_TILE if tile_size is None else tile_size, tta=tta)
         tm.update(pred.timings)
         sha = hasher.result()
+        if input_digest is not None and hasher.stat is not None:
+            input_digest.update(size=hasher.stat.st_size, mtime_ns=hasher.stat.st_mtime_ns, sha256=sha)
         written = write_products(
             pred, scene, out, model=model.model_id, formats=fm, crs=crs, resolution=resolution,
             sieve=sieve, input_sha256=sha, command=command, timings=tm,
@@ -315,11 +324,15 @@ def predict_batch(
 
     def process(path: Path) -> SceneOutput:
         timings: dict[str, float] = {}
+        digest: dict[str, Any] = {}
         files = process_scene(
             path, state["model"], outdir, formats=fm, crs=crs, resolution=resolution,
             tile_size=tile_size, sieve=sieve, command=command, timings=timings, tta=tta,
+            input_digest=digest,
         )  # fmt: skip
-        return SceneOutput(files, timings={k: v for k, v in timings.items() if isinstance(v, float)})
+        return SceneOutput(
+            files, timings={k: v for k, v in timings.items() if isinstance(v, float)}, input_digest=digest or None
+        )
 
     def finish(_result: "BatchResult") -> None:
         write_run_level(fm, outdir, state["model"].model_id)
