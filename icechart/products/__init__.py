@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -404,7 +405,8 @@ def write_products(
         Command line for the netCDF ``history`` (default ``sys.argv``).
     timings
         A dict that receives seconds per stage (``upsample`` and each sink's ``stage``:
-        ``netcdf``, ``geotiff``, ``png``, ``shapefile``).
+        ``netcdf``, ``geotiff``, ``png``, ``shapefile``); ``upsample`` is the time spent
+        waiting for decisions, which are made one block ahead on a worker thread.
 
     Returns
     -------
@@ -448,19 +450,23 @@ def write_products(
             sinks.append(sink)
             tm[sink.stage] = tm.get(sink.stage, 0.0) + time.perf_counter() - t
         # -- the one pass over full-resolution row blocks --------------------------------
+        # The next block is decided on a worker thread while the sinks take this one.
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="icechart-blocks"))
         it = prediction.blocks(scene, block_rows=block_rows)
+        ahead = pool.submit(next, it, None)
         while True:
             t = time.perf_counter()
-            b = next(it, None)
+            b = ahead.result()
             tm["upsample"] += time.perf_counter() - t
             if b is None:
                 break
+            ahead = pool.submit(next, it, None)
             block = ProductBlock(b.rows, b.charts, b.confidence, b.status, chart_arrays(b.charts, b.confidence, b.status, b.sic_se))
             for sink in sinks:
                 t = time.perf_counter()
                 sink.add(block)
                 tm[sink.stage] += time.perf_counter() - t
-        del it, b, block
+        it = b = block = None  # type: ignore[assignment]
         ctx.blocks_done()
         for sink in sinks:
             t = time.perf_counter()
