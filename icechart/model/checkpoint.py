@@ -268,8 +268,8 @@ def check_meta_values(meta: Mapping[str, Any], *, where: str | Path) -> None:
     norm = meta.get("norm")
     if not isinstance(norm, Mapping):
         raise _bad(where, "`norm` must be a table with `mean` and `std` per channel")
-    arch0 = meta.get("arch") if isinstance(meta.get("arch"), Mapping) else {}
-    stem = arch0.get("stem", 0)
+    arch0 = meta.get("arch")
+    stem = arch0.get("stem", 0) if isinstance(arch0, Mapping) else 0
     if isinstance(stem, bool) or not isinstance(stem, int) or not 0 <= stem <= 256:
         raise _bad(where, f"`arch.stem` must be an integer 0..256, got {stem!r}")
     n_in = len(ch) + stem  # a learned stem's channels follow the features (icechart.model.stem)
