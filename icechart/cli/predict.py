@@ -111,10 +111,8 @@ def predict(
       icechart predict s.nc -o charts/ --model runs/ens5/ensemble.toml --tta --uncertainty-tif
       icechart -q --log-format json predict /data/incoming -o /data/charts --lock /run/lock/icechart.lock
     """
-    from icechart.ops.memory import return_freed_memory
     from icechart.pipeline.predict import predict_batch
 
-    return_freed_memory()
     if uncertainty_tif and "uncertainty" not in formats:
         formats = (*formats, "uncertainty")
     predict_batch(
