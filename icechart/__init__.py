@@ -8,7 +8,12 @@ Library API (a notebook user needs no CLI)::
     icechart.predict_batch(["incoming/"], "charts/", lock="/run/lock/icechart.lock")  # the cron batch
 """
 
+from typing import TYPE_CHECKING
+
 from icechart._version import __version__
+
+if TYPE_CHECKING:
+    from icechart.io.scene import Scene, open_scene
 
 __all__ = [
     "__version__",
@@ -23,8 +28,8 @@ __all__ = [
     "score_paths",
 ]
 
-# Loaded on first use (PEP 562) so `import icechart` and the CLI's --help import neither torch
-# nor xarray.
+# Loaded on first use (PEP 562) so `import icechart` and the CLI's --help import neither torch nor
+# xarray: the command installs its signal handlers before any heavy import (icechart.cli.main).
 _LAZY = {
     "Scene": ("icechart.io.scene", "Scene"),
     "open_scene": ("icechart.io.scene", "open_scene"),

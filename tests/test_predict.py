@@ -76,12 +76,17 @@ def test_classification_head(tiny: dict) -> None:
 
 
 def _naive_upsample(pred: P.Prediction, chart: str) -> tuple[np.ndarray, np.ndarray]:
-    """All-class bilinear upsampling then argmax: what blocks() must equal."""
+    """All-class bilinear upsampling then the decision (D.ice_consistent: open water where
+    SIC is 0, else the argmax over the ice classes): what blocks() must equal."""
     rc, cc = pred.centres()
     rows = D.Axis.build(np.arange(pred.shape[0], dtype=np.float64), rc)
     cols = D.Axis.build(np.arange(pred.shape[1], dtype=np.float64), cc)
     p = np.stack([D.bilinear(pk, rows, cols) for pk in pred.probs[chart]])
-    return p.argmax(axis=0).astype(np.uint8), np.rint(100 * p.max(axis=0)).astype(np.uint8)
+    assert pred.sic is not None
+    water = np.rint(np.clip(D.bilinear(pred.sic, rows, cols), 0, 10)) == 0
+    cls = np.where(water, 0, p[1:].argmax(axis=0) + 1).astype(np.uint8)
+    prob = np.take_along_axis(p, cls[None].astype(np.intp), axis=0)[0]
+    return cls, np.rint(100 * prob).astype(np.uint8)
 
 
 def test_blocks_equal_full_bilinear_decision(tiny: dict) -> None:
@@ -207,3 +212,17 @@ def test_no_default_model_is_69(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv(models.ENV_DIR, str(tmp_path))
     with pytest.raises(ModelError, match="--model"):
         models.default_model_id()
+
+
+def test_source_tree_registry_holds_the_shipped_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ICECHART_MODELS_DIR or a packaged copy, the registry is the checkout's models/
+    (what `make demo` uses): it names a default whose model card exists."""
+    from icechart.model import registry as models
+
+    monkeypatch.delenv(models.ENV_DIR, raising=False)
+    root = models.models_root()
+    if root.name == "_models":  # an installed wheel: its packaged copy is the registry
+        pytest.skip("packaged registry")
+    assert root == Path(__file__).resolve().parents[1] / "models"
+    default = models.load_registry(root)["default"]
+    assert (root / default / "model.toml").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 import click
 
 from icechart import __version__
-from icechart.errors import IcechartError, OutputError
+from icechart.errors import IcechartError, OutputError, first_line, is_out_of_memory
+from icechart.ops import signals as _signals
 
 logger = logging.getLogger("icechart")
 
@@ -25,8 +27,9 @@ EXIT_CODES = {
     70: "internal error",
     73: "cannot create output / exists without --overwrite",
     74: "I/O error (e.g. disk full)",
-    75: "try again later (lock busy, GPU out of memory)",
+    75: "try again later: lock busy, out of memory, input changed while read",
     78: "bad configuration",
+    129: "hung up (SIGHUP)",
     130: "interrupted (SIGINT)",
     143: "terminated (SIGTERM)",
 }
@@ -92,9 +95,10 @@ class IcechartGroup(click.Group):
         except BrokenPipeError:  # `icechart ... | head`: the reader left; not an error of ours
             sys.stderr.close()
             ctx.exit(0)
-        except MemoryError as exc:
-            _report(ctx, exc, 75, "out of memory; retry with a smaller tile size or on another host")
         except Exception as exc:  # a bug: say so, exit 70, traceback only with -v/--debug
+            if is_out_of_memory(exc):  # host or GPU memory, in any command: retry later (75)
+                _report(ctx, exc, 75, f"out of memory ({first_line(exc, 120)}); retry with smaller "
+                        "tiles or batches, on a free GPU or on another host")  # fmt: skip
             _report(ctx, exc, 70, f"internal error: {type(exc).__name__}: {exc}")
 
 
@@ -160,6 +164,7 @@ def cli(
 
 def _register() -> None:
     """Every command, by name (tests/test_cli_main.py checks that none is left out)."""
+    from icechart.cli.cache import cache
     from icechart.cli.calibrate import calibrate
     from icechart.cli.config import config
     from icechart.cli.info import info
@@ -168,7 +173,7 @@ def _register() -> None:
     from icechart.cli.synth import synth
     from icechart.cli.train import train
 
-    for command in (synth, info, score, train, predict, calibrate, config):
+    for command in (synth, info, score, train, predict, calibrate, config, cache):
         cli.add_command(command)
 
 
@@ -176,4 +181,23 @@ _register()
 
 
 def main() -> None:  # pragma: no cover - console entry
-    cli(prog_name="icechart")
+    _signals.install()
+    try:
+        cli(prog_name="icechart")
+        code: int = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    signum = _signals.received()
+    if signum is None:
+        sys.exit(code)
+    # A signal arrived: its code wins, even if something on the way swallowed it, and the
+    # process leaves without running native finalisers of half-imported libraries.
+    code = 128 + signum
+    _signals.remove_temporaries()
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    os._exit(code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,17 @@ def parse_size(_ctx: Any, _param: Any, value: str | None) -> tuple[int, int] | N
     return size
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A :class:`click.FloatRange` that also refuses NaN and infinity (Click lets both through:
+    ``--resolution inf`` or ``nan`` would reach the writers)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
 def output_opt(dest: str, *, metavar: str, help: str, required: bool = False) -> Any:
     """``-o/--output``: where a command writes (a directory or a file, per command)."""
     return click.option("-o", "--output", dest, required=required, default=None, metavar=metavar, help=help)
@@ -63,7 +75,7 @@ lock_opt = click.option(
 )
 lock_wait_opt = click.option(
     "--lock-wait",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0, max=7 * 86400),
     default=0.0,
     show_default=True,
     metavar="SECONDS",
@@ -72,8 +84,22 @@ lock_wait_opt = click.option(
 strict_opt = click.option(
     "--strict", is_flag=True, help="Fail a scene (65) on data warnings, e.g. most of the SAR invalid."
 )
+shard_opt = click.option(
+    "--shard",
+    metavar="K/N|auto",
+    help="Do only shard K (0..N-1) of N of the scenes (by a hash of the scene id; stable across "
+    "machines); auto: from SLURM_ARRAY_TASK_ID/COUNT or JOB_COMPLETION_INDEX with "
+    "ICECHART_SHARD_COUNT. The last shard to finish merges the AutoICE file and writes "
+    "shards_{model}.json.",
+)
 progress_opt = click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress on stderr (default: only when stderr is a terminal).",
+)
+verify_opt = click.option(
+    "--verify",
+    is_flag=True,
+    help="Hash every product of a finished scene against its manifest (not only size and time); "
+    "a damaged or missing product makes the scene be made again.",
 )

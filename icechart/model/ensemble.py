@@ -255,7 +255,9 @@ def load_ensemble(path: str | Path, *, device: Any = "cpu") -> EnsembleModel:
         "seeds": list(ens.get("seeds", [])),
         "n": len(members),
     }
-    model_id = str(ens.get("id") or f"ens-{sha[:12]}")
+    from icechart.model.checkpoint import check_model_id
+
+    model_id = check_model_id(ens.get("id") or f"ens-{sha[:12]}", where=mf)
     logger.info("ensemble %s: %d members from %s", model_id, len(members), mf)
     return EnsembleModel(members=members, meta=meta, model_id=model_id, sha256=sha, path=mf, names=names)
 

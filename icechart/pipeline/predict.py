@@ -124,6 +124,8 @@ def process_scene(
     tile_size: int | None = None,
     tta: bool = False,
     sieve: int | None = None,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
     sar_fill: float | None = None,
     command: str | None = None,
     timings: dict[str, float] | None = None,
@@ -147,8 +149,8 @@ def process_scene(
     formats
         Comma list or iterable of names from :data:`icechart.products.REGISTRY`; default the
         default formats. A run-level format (``autoice``) makes this write what it needs (the
-        netCDF); its own file is rebuilt once per run (:func:`predict_batch`,
-        :func:`icechart.products.write_run_level`).
+        netCDF) and the scene's unmasked AutoICE part ``{id}_{model}_autoice.nc``; its own
+        file is rebuilt once per run (:func:`predict_batch`, :func:`icechart.products.write_run_level`).
     crs, resolution
         Projected products' CRS and GeoTIFF pixel size.
     tile_size
@@ -156,7 +158,12 @@ def process_scene(
     tta
         Average over flips (test-time augmentation, :func:`icechart.infer.predict.predict_scene`).
     sieve
-        SIGRID-3 minimum region size in model pixels.
+        SIGRID-3 generalisation scale in model pixels (overrides ``min_area``).
+    min_area
+        SIGRID-3 generalisation scale in km² (default
+        :data:`icechart.products.sigrid3.DEFAULT_MIN_AREA_KM2`).
+    metadata
+        The producer's netCDF global attributes (institution, creator_*, publisher_*).
     sar_fill
         Extra SAR fill value (see :func:`icechart.io.scene.open_scene`); default the model's
         (the one it was trained with).
@@ -211,6 +218,7 @@ def process_scene(
         written = write_products(
             pred, scene, out, model=model.model_id, formats=fm, crs=crs, resolution=resolution,
             sieve=sieve, input_sha256=sha, command=command, timings=tm,
+            min_area=min_area, metadata=metadata,
         )  # fmt: skip
         tm["total"] = time.perf_counter() - t0
         logger.debug(
@@ -230,13 +238,15 @@ def product_options(
     sieve: int | None,
     tile_size: int | None,
     tta: bool,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The options a finished scene's products are compared on when a run meets them again:
     the products' :func:`icechart.products.fingerprint` (per-scene formats and the options
     those formats use) plus the tile size and TTA. The device never counts."""
     from icechart.products import fingerprint
 
-    opts = fingerprint(formats, crs=crs, resolution=resolution, sieve=sieve)
+    opts = fingerprint(formats, crs=crs, resolution=resolution, sieve=sieve, min_area=min_area, metadata=metadata)
     opts["tile_size"] = DEFAULT_TILE if tile_size is None else int(tile_size)
     opts["tta"] = bool(tta)
     return opts
@@ -256,6 +266,8 @@ def predict_batch(
     crs: str | int = DEFAULT_CRS,
     resolution: float = DEFAULT_RESOLUTION,
     sieve: int | None = None,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
     tile_size: int | None = None,
     tta: bool = False,
     device: str = "auto",
@@ -264,6 +276,8 @@ def predict_batch(
     lock_wait: float = 0.0,
     strict: bool = False,
     progress: bool | None = False,
+    verify: bool = False,
+    shard: str | None = None,
     command: str | None = None,
 ) -> "BatchResult":
     """Predict every scene of ``inputs`` into ``outdir``: what ``icechart predict`` runs.
@@ -277,7 +291,7 @@ def predict_batch(
     model
         As for :func:`icechart.model.load.load_model` (None: the default shipped model); loaded
         once, under the lock, after OUT is made.
-    formats, crs, resolution, sieve, tile_size, tta
+    formats, crs, resolution, sieve, min_area, metadata, tile_size, tta
         As for :func:`process_scene`; ``autoice`` rebuilds ``autoice_{model}.nc`` from every
         complete scene in OUT after the batch.
     device
@@ -288,6 +302,13 @@ def predict_batch(
         Hold this lock file for the run (busy: 75 at once, or after ``lock_wait`` seconds).
     progress
         "scene k/n" lines on stderr; None: when stderr is a terminal.
+    shard
+        ``K/N`` (this run does the K-th of N stable parts of the scenes, by scene id) or
+        ``auto`` (from Slurm array or Kubernetes Indexed Job variables); None: every scene.
+        The last shard to finish merges the AutoICE file (:mod:`icechart.ops.shard`).
+    verify
+        Check the products of a skipped scene by their manifest sha256 (not only size and
+        time); a missing or damaged product makes the scene redo.
     command
         Recorded in the netCDF history (default ``sys.argv``).
 
@@ -307,14 +328,16 @@ def predict_batch(
     """
     from icechart.model.load import load_model, resolve_device
     from icechart.ops.batch import SceneOutput, run_guarded, want_progress
+    from icechart.ops.shard import finish_run, select
     from icechart.products import parse_formats, write_run_level
     from icechart.products.warp import parse_crs
 
     fm = parse_formats(formats)
     target_crs = parse_crs(crs)  # a bad CRS is a configuration error (78), before any scene
     options = product_options(
-        fm, crs=target_crs.to_string(), resolution=resolution, sieve=sieve, tile_size=tile_size, tta=tta
-    )
+        fm, crs=target_crs.to_string(), resolution=resolution, sieve=sieve, tile_size=tile_size, tta=tta,
+        min_area=min_area, metadata=metadata,
+    )  # fmt: skip
     state: dict[str, Any] = {}
 
     def setup() -> dict[str, Any]:
@@ -328,17 +351,23 @@ def predict_batch(
         files = process_scene(
             path, state["model"], outdir, formats=fm, crs=crs, resolution=resolution,
             tile_size=tile_size, sieve=sieve, command=command, timings=timings, tta=tta,
-            input_digest=digest,
+            input_digest=digest, min_area=min_area, metadata=metadata,
         )  # fmt: skip
         return SceneOutput(
             files, timings={k: v for k, v in timings.items() if isinstance(v, float)}, input_digest=digest or None
         )
 
-    def finish(_result: "BatchResult") -> None:
-        write_run_level(fm, outdir, state["model"].model_id)
+    def merge() -> Path | None:
+        written = write_run_level(fm, outdir, state["model"].model_id)
+        return written[0] if written else None
+
+    part = select(inputs, shard)  # None without a shard
+
+    def finish(result: "BatchResult") -> None:
+        finish_run(part, outdir=outdir, model=state["model"], options=options, result=result, merge=merge)
 
     return run_guarded(
-        list(inputs), process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,
+        part.paths if part is not None else list(inputs), process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,
         outdir=outdir, options=options, overwrite=overwrite, strict=strict,
-        progress=want_progress(progress),
+        progress=want_progress(progress), verify=verify,
     )  # fmt: skip

@@ -115,8 +115,9 @@ register(Format(
     lambda se: [".nc"], "icechart.products.sinks:NetcdfSink", default=True,
 ))  # fmt: skip
 register(Format(
-    "geotiff", "a GeoTIFF per chart on the projected grid",
-    lambda se: [f"_{c}.tif" for c in CHARTS], "icechart.products.sinks:GeotiffSink",
+    "geotiff", "a GeoTIFF per chart on the projected grid (COG; category names in .tif.aux.xml, a QGIS style in .qml)",
+    lambda se: [s for c in CHARTS for s in (f"_{c}.tif", f"_{c}.tif.aux.xml", f"_{c}.qml")],
+    "icechart.products.sinks:GeotiffSink",
     options=("crs", "resolution"), default=True,
 ))  # fmt: skip
 register(Format(
@@ -129,13 +130,19 @@ register(Format(
     default=True,
 ))  # fmt: skip
 register(Format(
-    "autoice", "the AutoICE submission file of all complete scenes in OUT", needs=("netcdf",),
+    "autoice", "the AutoICE submission file of all complete scenes in OUT, from each scene's unmasked part {id}_{model}_autoice.nc",
+    lambda se: ["_autoice.nc"], "icechart.products.autoice:AutoicePartSink", needs=("netcdf",),
     run_writer="icechart.products.autoice:write_autoice",
 ))  # fmt: skip
 register(Format(
     "uncertainty", "as --uncertainty-tif",
-    lambda se: [f"_{n}.tif" for n in uncertainty_layers(se)], "icechart.products.sinks:UncertaintySink",
+    lambda se: [s for n in uncertainty_layers(se) for s in (f"_{n}.tif", f"_{n}.qml")],
+    "icechart.products.sinks:UncertaintySink",
     options=("crs", "resolution"),
+))  # fmt: skip
+register(Format(
+    "geopackage", "the SIGRID-3 chart in the product CRS and in EPSG:4326 split at 180 degrees, styled",
+    lambda se: ["_sigrid3.gpkg"], "icechart.products.sinks:GeopackageSink", options=("crs", "sieve"),
 ))  # fmt: skip
 
 
@@ -216,29 +223,45 @@ def fingerprint(
     crs: str,
     resolution: float,
     sieve: int | None,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The product options a finished scene's files depend on (compared when a rerun meets
     them): the per-scene formats, and ``crs``/``resolution``/``sieve`` only when a format that
-    uses them is asked for (defaults filled in, so ``--sieve 16`` equals no ``--sieve``)."""
-    from icechart.products.sigrid3 import DEFAULT_SIEVE
+    uses them is asked for (defaults filled in: the generalisation scale in model pixels, so
+    ``--sieve 40`` equals no ``--sieve`` and ``--min-area 25``); the producer's attributes
+    only for the netCDF and when set."""
+    from icechart.products.sigrid3 import DEFAULT_MIN_AREA_KM2, MODEL_PIXEL_M, sieve_pixels
 
     fm = parse_formats(formats)
     per_scene = [f.name for f in REGISTRY.values() if f.name in fm and f.per_scene]
     used = {o for n in per_scene for o in REGISTRY[n].options}
     opts: dict[str, Any] = {"formats": per_scene}
-    values = {"crs": crs, "resolution": float(resolution), "sieve": DEFAULT_SIEVE if sieve is None else int(sieve)}
+    area = DEFAULT_MIN_AREA_KM2 if min_area is None else float(min_area)
+    values = {
+        "crs": crs,
+        "resolution": float(resolution),
+        "sieve": sieve_pixels(area, MODEL_PIXEL_M) if sieve is None else int(sieve),
+    }
     for key in ("crs", "resolution", "sieve"):
         if key in used:
             opts[key] = values[key]
+    if metadata and "netcdf" in per_scene:
+        opts["metadata"] = dict(sorted(metadata.items()))
     return opts
 
 
-def write_run_level(formats: Iterable[str], outdir: str | Path, model_id: str) -> None:
-    """Write the run-level formats among ``formats`` (e.g. the AutoICE file) from OUT."""
+def write_run_level(formats: Iterable[str], outdir: str | Path, model_id: str) -> list[Path]:
+    """Write the run-level formats among ``formats`` (e.g. the AutoICE file) from OUT; the
+    files written (a writer with nothing to collect writes none)."""
+    written: list[Path] = []
     for name in parse_formats(formats):
         ref = REGISTRY[name].run_writer
         if ref is not None:
-            _resolve(ref)(outdir, model_id)
+            path = _resolve(ref)(outdir, model_id)
+            if path is not None:
+                written.append(Path(path))
+    return written
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +281,7 @@ class ProductBlock:
     confidence: dict[str, np.ndarray]
     status: np.ndarray
     arrays: dict[str, np.ndarray]
+    decision: dict[str, np.ndarray] | None = None
 
 
 class Sink(Protocol):
@@ -299,6 +323,8 @@ class SinkContext:
     resolution: float
     sieve: int | None
     simplify: float | None
+    min_area: float | None
+    metadata: dict[str, str]
     complevel: int
     input_sha256: str | None
     command: str | None
@@ -372,6 +398,8 @@ def write_products(
     resolution: float = DEFAULT_RESOLUTION,
     sieve: int | None = None,
     simplify: float | None = None,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
     complevel: int = 1,
     input_sha256: str | None = None,
     command: str | None = None,
@@ -396,10 +424,15 @@ def write_products(
         Projected CRS and pixel size (CRS units) of the GeoTIFFs; the shapefile uses the CRS at
         the model's resolution.
     sieve
-        Minimum SIGRID-3 region size in model pixels (default
-        :data:`icechart.products.sigrid3.DEFAULT_SIEVE`).
+        Generalisation scale of the SIGRID-3 chart in model pixels; overrides ``min_area``.
     simplify
-        Polygon simplification tolerance (CRS units; default half a model pixel).
+        Coverage simplification tolerance (CRS units; default one model pixel).
+    min_area
+        Generalisation scale of the SIGRID-3 chart in km² (default
+        :data:`icechart.products.sigrid3.DEFAULT_MIN_AREA_KM2`, 25 km²).
+    metadata
+        ACDD attributes of the netCDF that the producer sets (``institution``, ``creator_*``,
+        ``publisher_*``; :data:`icechart.products.netcdf.PRODUCER_ATTRIBUTES`).
     complevel
         zlib level of the netCDF.
     input_sha256
@@ -443,7 +476,7 @@ def write_products(
     with ExitStack() as stack:
         ctx = SinkContext(
             prediction, scene, outdir, model_id, stack, target_crs, float(resolution), sieve,
-            simplify, complevel, input_sha256, command, block_rows,
+            simplify, min_area, dict(metadata or {}), complevel, input_sha256, command, block_rows,
         )  # fmt: skip
         sinks: list[Sink] = []
         for name in fm:
@@ -455,7 +488,7 @@ def write_products(
         # -- the one pass over full-resolution row blocks --------------------------------
         # The next block is decided on a worker thread while the sinks take this one.
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="icechart-blocks"))
-        it = prediction.blocks(scene, block_rows=block_rows)
+        it = prediction.blocks(scene, block_rows=block_rows, decisions="autoice" in fm)
         ahead = pool.submit(next, it, None)
         while True:
             t = time.perf_counter()
@@ -464,7 +497,8 @@ def write_products(
             if b is None:
                 break
             ahead = pool.submit(next, it, None)
-            block = ProductBlock(b.rows, b.charts, b.confidence, b.status, chart_arrays(b.charts, b.confidence, b.status, b.sic_se))
+            arrays = chart_arrays(b.charts, b.confidence, b.status, b.sic_se)
+            block = ProductBlock(b.rows, b.charts, b.confidence, b.status, arrays, b.decision)
             for sink in sinks:
                 t = time.perf_counter()
                 sink.add(block)
@@ -481,10 +515,16 @@ def write_products(
 
 
 def product_attrs(
-    prediction: "Prediction", scene: "Scene", *, model_id: str, input_sha256: str | None, command: str | None
+    prediction: "Prediction",
+    scene: "Scene",
+    *,
+    model_id: str,
+    input_sha256: str | None,
+    command: str | None,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Global attributes of the netCDF product and of the in-memory dataset (ACDD, provenance,
-    how the confidence and spread were made)."""
+    how the confidence and spread were made, the producer's ``metadata``)."""
     from icechart.products.netcdf import global_attrs
 
     return global_attrs(
@@ -496,7 +536,7 @@ def product_attrs(
         input_sha256=input_sha256,
         service=scene.service,
         command=command,
-        extra=uncertainty_attrs(prediction),
+        extra={**uncertainty_attrs(prediction), **(metadata or {})},
     )
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from icechart.atomic import TMP_PREFIX
+from icechart.atomic import forget_temporary, register_temporary, temp_prefix
 from icechart.classes import CHARTS, STATUS_INVALID, STATUS_LAND
 
 if TYPE_CHECKING:
@@ -64,7 +64,10 @@ class NetcdfSink:
         if ctx.input_sha256 is None:
             ctx.input_sha256 = sha256_file(scene.path)
         self.dest = ctx.outdir / f"{ctx.stem}.nc"
-        attrs = product_attrs(pred, scene, model_id=ctx.model_id, input_sha256=ctx.input_sha256, command=ctx.command)
+        attrs = product_attrs(
+            pred, scene, model_id=ctx.model_id, input_sha256=ctx.input_sha256, command=ctx.command,
+            metadata=ctx.metadata,
+        )  # fmt: skip
         self.lock = _hdf5_lock()
         with self.lock:
             self.nc = ctx.stack.enter_context(NetcdfWriter(
@@ -73,6 +76,7 @@ class NetcdfSink:
                 temperature=pred.temperature,
             ))  # fmt: skip
         self.geo: LatLonBlocks | None = LatLonBlocks(scene)
+        self.nc.footprint = self.geo.footprint()  # longitude range and bounds, right across 180
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="icechart-netcdf")
         self.pending: Future[None] | None = None
         ctx.stack.callback(self.pool.shutdown, wait=True, cancel_futures=True)  # before the writer closes
@@ -112,13 +116,16 @@ class _RasterSink:
         }
 
     def add(self, block: "ProductBlock") -> None:
+        from icechart.products.geotiff import with_land
+
         assert self.rasters is not None
         gather = self.ctx.gather()
         for c, r in self.rasters.items():
-            gather.fill(r, block.rows, block.arrays[c])
+            gather.fill(r, block.rows, with_land(block.arrays[c], block.status))
 
     def finish(self) -> list[Path]:
-        from icechart.products.geotiff import write_geotiff, write_layer_geotiff
+        from icechart.products.geotiff import sidecar_paths, write_geotiff, write_layer_geotiff, write_sidecar
+        from icechart.products.styles import write_layer_qml
 
         ctx = self.ctx
         assert self.rasters is not None
@@ -128,9 +135,16 @@ class _RasterSink:
             tmp = ctx.temporary(dest)
             if c in CHARTS:
                 write_geotiff(tmp, raster, ctx.grid(), chart=c, tags=ctx.tags())
+                written.append(dest)
+                for side, kind in zip(sidecar_paths(dest), (".tif.aux.xml", ".qml")):
+                    write_sidecar(ctx.temporary(side), kind, c)
+                    written.append(side)
             else:
                 write_layer_geotiff(tmp, raster, ctx.grid(), name=c, tags=ctx.tags())
-            written.append(dest)
+                written.append(dest)
+                side = dest.with_suffix(".qml")
+                write_layer_qml(ctx.temporary(side), c)
+                written.append(side)
         self.rasters = None
         return written
 
@@ -216,10 +230,36 @@ class LowresStatus:
         return out
 
 
-class ShapefileSink:
-    """``{id}_{model}_sigrid3.{shp,shx,dbf,prj,cpg}``: SIGRID-3 polygons at the model's resolution."""
+def chart_polygons(ctx: "SinkContext", lowres: LowresStatus) -> list[Any]:
+    """The scene's SIGRID-3 coverage (egg-code polygons in the product CRS), made once per scene
+    for every chart format (shapefile, GeoPackage)."""
+    if "sigrid3" not in ctx._shared:
+        from icechart.products import SAR_PIXEL
+        from icechart.products import sigrid3
+        from icechart.products.warp import target_grid
+
+        res = SAR_PIXEL * ctx.prediction.factor
+        grid = target_grid(ctx.scene, ctx.crs, res)
+        regions = sigrid3.region_codes(ctx.prediction.lowres_classes(), lowres.result())
+        raster, inside = sigrid3.warp_regions(ctx.inverse(), grid, regions)
+        sieve = ctx.sieve
+        if sieve is None:
+            area = sigrid3.DEFAULT_MIN_AREA_KM2 if ctx.min_area is None else float(ctx.min_area)
+            sieve = sigrid3.sieve_pixels(area, res)
+        ctx._shared["sigrid3"] = sigrid3.chart_polygons(
+            raster, inside, grid.transform, sieve=int(sieve),
+            simplify=res if ctx.simplify is None else float(ctx.simplify),
+        )  # fmt: skip
+    return ctx._shared["sigrid3"]
+
+
+class _ChartSink:
+    """A SIGRID-3 chart format: the land/no-data masks of the blocks at the model's resolution,
+    then the shared coverage written by :meth:`write` in a private temporary directory (the
+    writers make several files or need their own names) moved onto the product names."""
 
     stage = "shapefile"
+    suffixes: tuple[str, ...] = ()
 
     def __init__(self, ctx: "SinkContext") -> None:
         self.ctx = ctx
@@ -229,35 +269,56 @@ class ShapefileSink:
     def add(self, block: "ProductBlock") -> None:
         self.lowres.add(block.rows, block.status)
 
-    def finish(self) -> list[Path]:
-        from icechart.products import SAR_PIXEL
-        from icechart.products import sigrid3
-        from icechart.products.warp import target_grid
+    def write(self, path: Path, polys: list[Any]) -> None:
+        raise NotImplementedError
 
+    def finish(self) -> list[Path]:
         ctx = self.ctx
-        res = SAR_PIXEL * ctx.prediction.factor
-        grid = target_grid(ctx.scene, ctx.crs, res)
-        regions = sigrid3.region_codes(ctx.prediction.lowres_classes(), self.lowres.result())
-        raster, inside = sigrid3.warp_regions(ctx.inverse(), grid, regions)
-        polys = sigrid3.polygons(
-            raster, inside, grid.transform,
-            sieve=sigrid3.DEFAULT_SIEVE if ctx.sieve is None else int(ctx.sieve),
-            simplify=0.5 * res if ctx.simplify is None else float(ctx.simplify),
-        )  # fmt: skip
-        tmpdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "shp-", dir=ctx.outdir))
+        polys = chart_polygons(ctx, self.lowres)
+        tmpdir = Path(tempfile.mkdtemp(prefix=temp_prefix("shp"), dir=ctx.outdir))
+        register_temporary(tmpdir)  # a signal removes it too
+        ctx.stack.callback(forget_temporary, tmpdir)
         ctx.stack.callback(shutil.rmtree, tmpdir, True)
-        shp = ctx.outdir / f"{ctx.stem}_sigrid3.shp"
+        first = ctx.outdir / f"{ctx.stem}_sigrid3{self.suffixes[0]}"
         try:
-            sigrid3.write_shapefile(tmpdir / shp.name, polys, ctx.crs)
+            self.write(tmpdir / first.name, polys)
         except OSError as exc:
             from icechart.atomic import os_error
 
-            raise os_error(exc, shp) from exc
+            raise os_error(exc, first) from exc
         written = []
-        for ext in sigrid3.SHAPEFILE_PARTS:
+        for ext in self.suffixes:
             dest = ctx.outdir / f"{ctx.stem}_sigrid3{ext}"
             src = tmpdir / dest.name
             if src.exists():
                 os.replace(src, ctx.temporary(dest))
                 written.append(dest)
         return written
+
+
+class ShapefileSink(_ChartSink):
+    """``{id}_{model}_sigrid3.{shp,shx,dbf,prj,cpg}`` (and its QGIS style): the SIGRID-3 chart."""
+
+    def __init__(self, ctx: "SinkContext") -> None:
+        from icechart.products.sigrid3 import SHAPEFILE_PARTS
+
+        super().__init__(ctx)
+        self.suffixes = tuple(SHAPEFILE_PARTS)
+
+    def write(self, path: Path, polys: list[Any]) -> None:
+        from icechart.products import sigrid3
+
+        sigrid3.write_shapefile(path, polys, self.ctx.crs)
+
+
+class GeopackageSink(_ChartSink):
+    """``{id}_{model}_sigrid3.gpkg``: the chart in the product CRS and in EPSG:4326 split at
+    180 degrees, with QGIS default styles."""
+
+    stage = "geopackage"
+    suffixes = (".gpkg",)
+
+    def write(self, path: Path, polys: list[Any]) -> None:
+        from icechart.products import sigrid3
+
+        sigrid3.write_geopackage(path, polys, self.ctx.crs)
