@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model, device="cpu")
     with open_scene(args.scene) as scene:
         pred = predict_scene(scene, model)
-        paths = write_products(pred, scene, out, formats="netcdf,geotiff,shapefile,png,uncertainty")
+        paths = write_products(pred, scene, out, formats="netcdf,geotiff,shapefile,png,uncertainty,geopackage")
         shp = next(p for p in paths if p.suffix == ".shp")
         nc_path = next(p for p in paths if p.suffix == ".nc")
         cov = stats[-1]
