@@ -9,7 +9,8 @@ import pytest
 
 from icechart.classes import CHARTS, COLOURS, FILL, N_CLASSES, TO_CODE, code_to_class
 from icechart.errors import ConfigError
-from icechart.infer.predict import load_model, predict_scene
+from icechart.infer.predict import predict_scene
+from icechart.model.load import load_model
 from icechart.io.scene import open_scene
 from icechart.products import parse_formats, product_paths, write_products
 from icechart.products import sigrid3, styles

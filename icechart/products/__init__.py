@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from icechart import __version__
-from icechart.atomic import TMP_PREFIX, atomic_path
-from icechart.classes import CHARTS
+from icechart._version import __version__
+from icechart.atomic import atomic_path, forget_temporary, register_temporary, temp_prefix
+from icechart.classes import CHARTS, STATUS_INVALID, STATUS_LAND
 from icechart.errors import ConfigError
 from icechart.hashing import sha256_file
 
@@ -146,8 +146,8 @@ class _LowresStatus:
         ph = -(-nb // f) * f - nb
         pw = self.w * f - self.samples
         real = np.pad(np.ones(status.shape, np.int32), ((0, ph), (0, pw)))
-        land = np.pad((status & 1).astype(np.int32), ((0, ph), (0, pw)))
-        bad = np.pad(((status & 2) >> 1).astype(np.int32), ((0, ph), (0, pw)))
+        land = np.pad(((status & STATUS_LAND) != 0).astype(np.int32), ((0, ph), (0, pw)))
+        bad = np.pad(((status & STATUS_INVALID) != 0).astype(np.int32), ((0, ph), (0, pw)))
         hb = land.shape[0] // f
         for acc, a in ((self.n, real), (self.land, land), (self.bad, bad)):
             acc[i0 : i0 + hb] += a.reshape(hb, f, self.w, f).sum(axis=(1, 3))
@@ -405,7 +405,9 @@ def write_products(
                 sieve=int(sieve),
                 simplify=res if simplify is None else float(simplify),
             )
-            tmpdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "shp-", dir=outdir))
+            tmpdir = Path(tempfile.mkdtemp(prefix=temp_prefix("shp"), dir=outdir))
+            register_temporary(tmpdir)  # a signal removes it too
+            stack.callback(forget_temporary, tmpdir)
             stack.callback(shutil.rmtree, tmpdir, True)
             exts = list(sigrid3.SHAPEFILE_PARTS) if "shapefile" in fm else []
             try:

@@ -32,9 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from icechart import __version__
-from icechart.classes import CLASS_NAMES, CLASS_TABLE_VERSION, FILL, N_CLASSES
-from icechart.infer.predict import STATUS_INVALID, STATUS_LAND, STATUS_MEANINGS, STATUS_OUTSIDE
+from icechart._version import __version__
+from icechart.classes import (
+    CLASS_NAMES,
+    CLASS_TABLE_VERSION,
+    FILL,
+    N_CLASSES,
+    STATUS_INVALID,
+    STATUS_LAND,
+    STATUS_MEANINGS,
+    STATUS_OUTSIDE,
+    sic_to_percent,
+)
 from icechart.io import contract as C
 
 logger = logging.getLogger(__name__)
@@ -521,9 +530,7 @@ def chart_arrays(
 ) -> dict[str, np.ndarray]:
     """Product variables for a block: SIC classes -> percent, masks kept at 255; with
     ``sic_se`` (uint8 percent) also ``SIC_standard_error``."""
-    sic = charts["SIC"]
-    pct = sic * np.uint8(10)
-    pct[sic == FILL] = FILL
+    pct = sic_to_percent(charts["SIC"])
     extra = {} if sic_se is None else {SE_VARIABLE: sic_se}
     return extra | {
         "SIC": pct,
