@@ -9,6 +9,7 @@ notebooks, not for batches.
 from __future__ import annotations
 
 import logging
+from datetime import timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -71,8 +72,13 @@ def prediction_dataset(prediction: "Prediction", scene: "Scene", *, command: str
         command=command,
         extra=uncertainty_attrs(prediction),
     )
-    return xr.Dataset(
+    gattrs.update(geo.footprint())
+    t = np.datetime64(prediction.time.astimezone(timezone.utc).replace(tzinfo=None), "ns")
+    tattrs = {k: v for k, v in attrs["time"].items() if k not in ("units", "calendar")}
+    ds = xr.Dataset(
         data_vars,
-        coords={"lat": (dims, lat, attrs["lat"]), "lon": (dims, lon, attrs["lon"])},
+        coords={"lat": (dims, lat, attrs["lat"]), "lon": (dims, lon, attrs["lon"]), "time": ((), t, tattrs)},
         attrs=gattrs,
     )
+    ds["time"].encoding.update(units=attrs["time"]["units"], calendar=attrs["time"]["calendar"])
+    return ds
