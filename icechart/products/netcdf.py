@@ -68,7 +68,7 @@ def variable_attrs(
     u8 = np.uint8
     coords = "time lat lon"
     temperature = temperature or {}
-    out = {
+    out: dict[str, dict[str, Any]] = {
         "SIC": {
             "standard_name": "sea_ice_area_fraction",
             "long_name": "sea ice concentration (total), in steps of 10 %",
