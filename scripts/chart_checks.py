@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     from shapely.geometry import shape
 
     from icechart.classes import FILL
-    from icechart.infer.predict import load_model, predict_scene
+    from icechart.infer.predict import predict_scene
+    from icechart.model.load import load_model
     from icechart.io.scene import open_scene
     from icechart.io.sigrid3 import rasterise_chart
     from icechart.products import sigrid3, write_products
