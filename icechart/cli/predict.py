@@ -16,6 +16,7 @@ from icechart.cli.options import (
     lock_wait_opt,
     overwrite_opt,
     progress_opt,
+    shard_opt,
     strict_opt,
     verify_opt,
 )
@@ -65,7 +66,7 @@ class FormatList(click.ParamType):
 )
 @click.option("--crs", default="EPSG:3413", show_default=True, help="Projected CRS of the GeoTIFFs and the shapefile (EPSG code or PROJ string).")
 @click.option("--resolution", type=FiniteFloatRange(min=0, max=100_000, min_open=True), default=200.0, show_default=True, help="GeoTIFF pixel size in CRS units (m).")
-@click.option("--min-area", type=FiniteFloatRange(min=0, max=1e7), default=None, metavar="KM2", help="SIGRID-3 generalisation scale: regions smaller than this (km²) merge into a neighbour [default: 25, the finest of the CIS/DMI charts; see the README].")
+@click.option("--min-area", type=FiniteFloatRange(min=0, max=1_000_000), default=None, metavar="KM2", help="SIGRID-3 generalisation scale: regions smaller than this (km²) merge into a neighbour [default: 25, the finest of the CIS/DMI charts; see the README].")
 @click.option("--sieve", type=click.IntRange(min=0, max=1_000_000), default=None, help="SIGRID-3 generalisation scale in model pixels instead of --min-area [default: 40, i.e. 25 km² at 800 m].")
 @click.option("--tile-size", type=click.IntRange(min=16, max=16384), default=None, help="Model pixels per tile side; lower it on small GPUs [default: 512].")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average each network over left-right and up-down flips (4 forward passes).")
@@ -78,6 +79,7 @@ class FormatList(click.ParamType):
 @verify_opt
 @progress_opt
 @producer_opts
+@shard_opt
 def predict(
     inputs: tuple[str, ...],
     outdir: str,
@@ -97,6 +99,7 @@ def predict(
     strict: bool,
     verify: bool,
     progress: bool | None,
+    shard: str | None,
     **producer: str | None,
 ) -> None:
     """Predict ice charts (SIC, SOD, FLOE) for AI4Arctic scenes and write the products.
@@ -130,6 +133,7 @@ def predict(
       icechart predict s.nc -o charts/ --model runs/exp1/ --crs EPSG:6931 --resolution 400
       icechart predict s.nc -o charts/ --model runs/ens5/ensemble.toml --tta --uncertainty-tif
       icechart -q --log-format json predict /data/incoming -o /data/charts --lock /run/lock/icechart.lock
+      icechart predict /archive/2019 -o /shared/charts --formats netcdf,autoice --shard auto
     """
     from icechart.pipeline.predict import predict_batch
 
@@ -139,6 +143,6 @@ def predict(
         inputs, outdir, model=model_spec, formats=formats, crs=crs, resolution=resolution,
         sieve=sieve, min_area=min_area, metadata={k: v for k, v in producer.items() if v},
         tile_size=tile_size, tta=tta, device=device, overwrite=overwrite,
-        lock=lock, lock_wait=lock_wait, strict=strict, progress=progress, verify=verify,
+        lock=lock, lock_wait=lock_wait, strict=strict, progress=progress, verify=verify, shard=shard,
         command="icechart " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )  # fmt: skip

@@ -8,11 +8,13 @@ Rule (reference/method.md "Inference"): the low-resolution outputs are upsampled
 between the downscaled pixel centres to every SAR pixel (clamped at the edges); then
 SIC = round(clamp(regression, 0, 10)) (argmax of the probabilities for a classification head);
 SOD and FLOE = argmax of the probabilities; confidence = the chosen class's probability. Softmax
-comes first: the rule interpolates probabilities, not logits. The three charts agree with each
-other, as an ice chart's egg code must (SIGRID-3: ice present => a stage; the AI4Arctic labels
-obey the same rule): where SIC is 0, SOD and FLOE are open water (class 0); where SIC > 0 they
-are the argmax over the *ice* classes 1.., never open water (:func:`ice_consistent`). SIC decides
-because it is the concentration head, the one a chart's CT comes from.
+comes first: the rule interpolates probabilities, not logits.
+
+The three charts agree with each other, as an egg code must (SIGRID-3: ice present => a stage;
+the AI4Arctic labels obey the same rule, ai4arctic.md: SIC 0 forces SOD and FLOE to 0): where SIC
+is 0, SOD and FLOE are open water (class 0, confidence = its probability); where SIC > 0 they are
+the argmax over the *ice* classes (1..), never open water (:func:`ice_consistent`). SIC decides
+because it is the concentration head and the one the polygons' CT comes from.
 
 The cost stays near that of upsampling one channel: where the four low-resolution neighbours of
 a pixel agree on the class, the argmax of any convex combination of their probability vectors is
@@ -47,25 +49,9 @@ ICE_CHARTS = ("SOD", "FLOE")
 """Charts whose class 0 is open water and whose other classes are ice (:func:`ice_consistent`)."""
 
 
-def lowres_classes(sic: np.ndarray | None, probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """uint8 classes per chart at the model's grid (no masking; :func:`ice_consistent`)."""
-    out: dict[str, np.ndarray] = {}
-    if sic is not None:
-        out["SIC"] = sic_classes(sic)
-    for chart, p in probs.items():
-        out[chart] = p.argmax(axis=0).astype(np.uint8)
-    return ice_consistent(out, probs)
-
-
 def ice_consistent(classes: dict[str, np.ndarray], probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The decision rule that makes SOD and FLOE agree with SIC (in place; returned).
-
-    Where SIC is 0 (ice free), SOD and FLOE are 0 (open water); where SIC > 0, they are the
-    argmax of the probabilities over the ice classes 1.. (never open water). An egg code with a
-    concentration must give a stage (SIGRID-3, WMO/TD-No. 1214), and the AI4Arctic labels never
-    pair SIC > 0 with SOD/FLOE open water (ai4arctic.md: SIC 0 forces SOD and FLOE to 0), so the
-    rule only removes contradictions that the separate heads can produce.
-    """
+    """Make SOD and FLOE agree with SIC (in place; returned): 0 where SIC is 0, else the argmax
+    of the probabilities over the ice classes 1.. (never open water)."""
     sic = classes.get("SIC")
     if sic is None:
         return classes
@@ -76,6 +62,16 @@ def ice_consistent(classes: dict[str, np.ndarray], probs: dict[str, np.ndarray])
             c[:] = (probs[chart][1:].argmax(axis=0) + 1).astype(c.dtype)
             c[water] = 0
     return classes
+
+
+def lowres_classes(sic: np.ndarray | None, probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """uint8 classes per chart at the model's grid (no masking; :func:`ice_consistent`)."""
+    out: dict[str, np.ndarray] = {}
+    if sic is not None:
+        out["SIC"] = sic_classes(sic)
+    for chart, p in probs.items():
+        out[chart] = p.argmax(axis=0).astype(np.uint8)
+    return ice_consistent(out, probs)
 
 
 @dataclass
@@ -177,14 +173,13 @@ class Upsampler:
         self.shape = shape
         self.rc = centres[0]
         self.cols = Axis.build(np.arange(shape[1], dtype=np.float64), centres[1])
-        # the unconstrained argmax (SIC of a classification head), and the argmax over the ice
-        # classes that SOD/FLOE take where SIC > 0 (ice_consistent)
-        self.ice = {c: p[1:] for c, p in probs.items() if c in ICE_CHARTS and (sic is not None or "SIC" in probs)}
-        self.cls = {c: p.argmax(axis=0).astype(np.uint8) for c, p in probs.items()}
-        self.cls.update({c: p.argmax(axis=0).astype(np.uint8) for c, p in self.ice.items()})
-        self.conf = {c: p.max(axis=0) for c, p in probs.items()}
-        self.conf.update({c: p.max(axis=0) for c, p in self.ice.items()})
-        self.uniform = {chart: uniform_cells(a) for chart, a in self.cls.items()}
+        has_sic = sic is not None or "SIC" in probs
+        # Per chart the probabilities the argmax runs over: SOD/FLOE over their ice classes only
+        # when there is a SIC to decide open water (ice_consistent); the others over all.
+        self.choice = {c: p[1:] if has_sic and c in ICE_CHARTS else p for c, p in probs.items()}
+        self.cls = {c: p.argmax(axis=0).astype(np.uint8) for c, p in self.choice.items()}
+        self.conf = {c: p.max(axis=0) for c, p in self.choice.items()}
+        self.uniform = {c: uniform_cells(a) for c, a in self.cls.items()}
 
     def rows(self, rows: slice) -> Axis:
         return Axis.build(np.arange(rows.start, rows.stop, dtype=np.float64), self.rc)
@@ -203,20 +198,20 @@ class Upsampler:
             v = bilinear(self.sic, ra, self.cols)
             np.clip(v, 0, SIC_MAX, out=v)
             charts["SIC"] = np.rint(v).astype(np.uint8)
-        for chart, p in self.probs.items():
-            if chart not in self.ice:
-                charts[chart], confs[chart] = argmax_upsampled(
-                    p, self.cls[chart], self.conf[chart], self.uniform[chart], ra, self.cols
-                )
-        water = charts["SIC"] == 0 if self.ice else None
-        for chart, p in self.ice.items():
-            c, q = argmax_upsampled(p, self.cls[chart], self.conf[chart], self.uniform[chart], ra, self.cols)
-            c += np.uint8(1)
-            if water is not None and water.any():
+        for chart, p in self.choice.items():
+            charts[chart], confs[chart] = argmax_upsampled(
+                p, self.cls[chart], self.conf[chart], self.uniform[chart], ra, self.cols
+            )
+        water = charts["SIC"] == 0 if "SIC" in charts else None
+        for chart in self.choice:
+            if water is None or chart not in ICE_CHARTS:
+                continue
+            c, q = charts[chart], confs[chart]
+            c += np.uint8(1)  # ice classes 1..
+            if water.any():
                 c[water] = 0
                 p0 = bilinear(self.probs[chart][0], ra, self.cols)[water]
                 q[water] = np.rint(np.clip(p0 * 100, 0, 100)).astype(np.uint8)
-            charts[chart], confs[chart] = c, q
         return charts, confs
 
     def blocks(self, block_rows: int) -> Iterator[tuple[slice, dict[str, np.ndarray], dict[str, np.ndarray]]]:
