@@ -471,7 +471,7 @@ class NetcdfWriter:
             v = nc.createVariable(
                 name, "f4", dims, zlib=True, complevel=complevel, shuffle=True,
                 chunksizes=chunks, fill_value=False,
-            )  # fmt: skip
+            )  # type: ignore[call-overload]  # fmt: skip
             v.set_var_chunk_cache(**cache)
             v.setncatts(va[name])
             self.vars[name] = v
@@ -480,7 +480,7 @@ class NetcdfWriter:
             v = nc.createVariable(
                 name, "u1", dims, zlib=True, complevel=complevel, shuffle=False,
                 chunksizes=chunks, fill_value=fill,
-            )  # fmt: skip
+            )  # type: ignore[call-overload]  # fmt: skip
             v.set_auto_maskandscale(False)
             v.set_var_chunk_cache(**cache)
             v.setncatts(va[name])
