@@ -33,6 +33,7 @@ from icechart.errors import BadDataError
 from icechart.infer.decide import Upsampler, lowres_classes, status_flags
 from icechart.infer.forward import DEFAULT_OVERLAP, DEFAULT_TILE, check_channels, forward_members, scene_features
 from icechart.io.scene import Scene
+from icechart.memory import release_free_memory
 
 if TYPE_CHECKING:  # torch stays out of `import icechart`
     from icechart.model.checkpoint import LoadedModel
@@ -249,8 +250,13 @@ def predict_scene(
     meta = model.meta
     t0 = time.perf_counter()
     ensemble = is_ensemble(model)
+<<<<<<< HEAD
     per_member = ensemble or any(has_stem(m) for m in members)
     raw = scene_features(scene, contract, normalised=not per_member)
+=======
+    raw = scene_features(scene, contract, normalised=not ensemble)
+    release_free_memory()  # the feature windows' temporaries, before the forward pass's peak
+>>>>>>> main
     t1 = time.perf_counter()
     if min(raw.shape[1:]) < 2:
         raise BadDataError(
@@ -264,6 +270,7 @@ def predict_scene(
         members, raw, normalised=not per_member, tile_size=tile_size, overlap=overlap, tta=tta, scene=scene
     )
     del raw
+    release_free_memory()
     temp = temperatures(meta) if calibrated else {}
     temp = {c: t for c, t in temp.items() if c in probs}
     for chart, t in temp.items():
