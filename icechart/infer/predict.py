@@ -250,13 +250,9 @@ def predict_scene(
     meta = model.meta
     t0 = time.perf_counter()
     ensemble = is_ensemble(model)
-<<<<<<< HEAD
     per_member = ensemble or any(has_stem(m) for m in members)
     raw = scene_features(scene, contract, normalised=not per_member)
-=======
-    raw = scene_features(scene, contract, normalised=not ensemble)
     release_free_memory()  # the feature windows' temporaries, before the forward pass's peak
->>>>>>> main
     t1 = time.perf_counter()
     if min(raw.shape[1:]) < 2:
         raise BadDataError(
