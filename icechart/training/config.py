@@ -86,6 +86,9 @@ class TrainConfig:
     workers: int = -1
     """DataLoader worker processes assembling batches; -1: auto (CUDA: min(8, CPUs - 1); CPU: 0,
     the training thread draws them)."""
+    cache_workers: int = -1
+    """Processes building missing cache entries in a single-process run; -1: auto
+    (min(4, CPUs)). Under DDP every rank builds its share instead."""
     sync_batchnorm: bool = False
     """Under DDP on CUDA, synchronise batch-norm statistics across ranks (SyncBatchNorm)."""
     val_every: int = 1
@@ -108,6 +111,8 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be >= 1")
         if self.workers < -1:
             raise ValueError("`workers` must be >= 0, or -1 for auto")
+        if self.cache_workers < -1 or self.cache_workers == 0:
+            raise ValueError("`cache_workers` must be >= 1, or -1 for auto")
         if self.val_split not in ("shared", "per_run"):
             raise ValueError("`val_split` must be shared or per_run")
         if self.n_val < 0:

@@ -432,8 +432,9 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
     t0 = time.perf_counter()
     # Every rank builds its share of a cold cache and waits (as long as entries keep coming) for
     # the others' shares; the collective barrier after it is then immediate.
+    procs = cfg.cache_workers if cfg.cache_workers > 0 else min(4, os.cpu_count() or 1)
     build_cache([(p, False) for p in train_p] + [(p, True) for p in val_p], cfg, cache,
-                rank=dist.rank, world=dist.world)  # fmt: skip
+                rank=dist.rank, world=dist.world, processes=procs)  # fmt: skip
     train_s = load_all(train_p, cfg, cache)
     val_s = load_all(val_p, cfg, cache, full_labels=True)
     dist.barrier()
