@@ -82,6 +82,9 @@ class TrainConfig:
     seed: int = 0
     device: Device = "auto"
     amp: bool = True
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    """Mixed precision type on CUDA: float16 (with a GradScaler, whose overflow check reads one
+    flag from the GPU per step) or bfloat16 (no scaler, no per-step host sync; Ampere and later)."""
     channels_last: bool = True
     workers: int = -1
     """DataLoader worker processes assembling batches; -1: auto (CUDA: min(8, CPUs - 1); CPU: 0,
@@ -113,6 +116,8 @@ class TrainConfig:
             raise ValueError("`workers` must be >= 0, or -1 for auto")
         if self.cache_workers < -1 or self.cache_workers == 0:
             raise ValueError("`cache_workers` must be >= 1, or -1 for auto")
+        if self.amp_dtype not in ("float16", "bfloat16"):
+            raise ValueError("`amp_dtype` must be float16 or bfloat16")
         if self.val_split not in ("shared", "per_run"):
             raise ValueError("`val_split` must be shared or per_run")
         if self.n_val < 0:

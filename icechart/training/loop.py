@@ -11,7 +11,9 @@ on CUDA, so the copies to the device are asynchronous) from per-batch random str
 by (seed, rank, epoch, batch) (:class:`icechart.training.data.PatchSampler`): ranks draw
 different patches, and ``--resume`` continues every rank's streams exactly. The step itself
 never waits for the device: loss terms are summed on the device and read at logging
-intervals only; the share of the epoch spent waiting for data is recorded per epoch.
+intervals only (with ``amp_dtype = "float16"`` the GradScaler still reads its overflow flag
+each step; ``bfloat16`` needs no scaler); the share of the epoch spent waiting for data is
+recorded per epoch.
 
 DDP: the cold cache is built by all ranks in parallel, each its share, with a wait sized to
 the work (:func:`icechart.training.data.build_cache`); ``sync_batchnorm`` on CUDA; only rank 0
@@ -465,7 +467,8 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
                 " (AMP, channels-last)" if amp else "")
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_epochs * cfg.iterations)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)  # bf16 needs none
     sampler = PatchSampler(train_s, patch=cfg.patch_size, min_labelled=cfg.min_labelled, seed=cfg.seed, rank=dist.rank)
     gen = torch.Generator(device="cpu")
     start_epoch, best, best_epoch = 0, -math.inf, -1
@@ -530,7 +533,7 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
                     gen.manual_seed(stream_seed(cfg.seed, dist.rank, epoch, it, 1))
                     x, y = augment_batch(x, y, spec, gen)
                 x = x.contiguous(memory_format=mem_format)
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
                     outputs = model(x)
                 loss, terms = multitask_loss(outputs, y, weights=weights, sic_mode=cfg.sic_mode, as_tensors=True)
                 opt.zero_grad(set_to_none=True)
