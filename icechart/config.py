@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
 import tomllib
 import types
 import typing
@@ -71,6 +72,8 @@ def _check_type(value: Any, tp: Any, *, key: str, where: str) -> Any:
             return dict(value)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: `{key}` = {value!r} must be a finite number")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -184,9 +187,39 @@ def bind_env_vars(group: Any) -> None:
                 p.envvar = env_var_name(section, p)
 
 
+def _check_toml_type(param: Any, value: Any, *, where: str, key: str) -> None:
+    """A TOML value must already have its option's kind: Click would turn ``lock = 5`` into the
+    file name "5" and ``resolution = nan`` into NaN; both are 78 here."""
+    import click
+
+    t = param.type
+    kind = "a string"
+    if param.multiple or param.nargs != 1:
+        ok = isinstance(value, (list, tuple, str))
+        kind = "a list"
+    elif isinstance(t, click.types.BoolParamType):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(t, (click.types.IntParamType,)) and not isinstance(t, click.types.FloatParamType):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(t, click.types.FloatParamType):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        kind = "a finite number"
+    elif isinstance(t, (click.types.StringParamType, click.Path, click.Choice, click.File)):
+        ok = isinstance(value, str)
+    else:  # a command's own type (e.g. a format list) checks its values itself
+        ok = isinstance(value, str) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        )
+        kind = "a string or a list of strings"
+    if not ok:
+        raise ConfigError(f"{where}: `{key}` = {value!r} has the wrong type (expected {kind})")
+
+
 def _convert(ctx: Any, param: Any, value: Any, *, where: str, key: str) -> Any:
     import click
 
+    if where != "environment":
+        _check_toml_type(param, value, where=where, key=key)
     try:
         return param.type_cast_value(ctx, value)
     except click.BadParameter as exc:

@@ -12,7 +12,10 @@ def unique_paths(paths: Iterable[Path]) -> list[Path]:
     seen: set[Path] = set()
     out: list[Path] = []
     for p in paths:
-        key = p.resolve()
+        try:
+            key = p.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: it fails as its own input later
+            key = p.absolute()
         if key not in seen:
             seen.add(key)
             out.append(p)

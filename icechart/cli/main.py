@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from typing import Any
@@ -12,6 +13,7 @@ import click
 
 from icechart import __version__
 from icechart.errors import IcechartError, OutputError, first_line, is_out_of_memory
+from icechart.ops import signals as _signals
 
 logger = logging.getLogger("icechart")
 
@@ -25,8 +27,9 @@ EXIT_CODES = {
     70: "internal error",
     73: "cannot create output / exists without --overwrite",
     74: "I/O error (e.g. disk full)",
-    75: "try again later (lock busy, GPU out of memory)",
+    75: "try again later: lock busy, out of memory, input changed while read",
     78: "bad configuration",
+    129: "hung up (SIGHUP)",
     130: "interrupted (SIGINT)",
     143: "terminated (SIGTERM)",
 }
@@ -68,7 +71,7 @@ def configure_logging(verbosity: int, *, log_file: str | None = None, fmt: str =
 
 def _version_message() -> str:
     try:
-        from icechart.models import default_model_id
+        from icechart.model.registry import default_model_id
 
         model = default_model_id()
     except Exception:  # no shipped model yet, or a broken registry: still print a version
@@ -177,4 +180,23 @@ _register()
 
 
 def main() -> None:  # pragma: no cover - console entry
-    cli(prog_name="icechart")
+    _signals.install()
+    try:
+        cli(prog_name="icechart")
+        code: int = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    signum = _signals.received()
+    if signum is None:
+        sys.exit(code)
+    # A signal arrived: its code wins, even if something on the way swallowed it, and the
+    # process leaves without running native finalisers of half-imported libraries.
+    code = 128 + signum
+    _signals.remove_temporaries()
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    os._exit(code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,17 @@ def parse_size(_ctx: Any, _param: Any, value: str | None) -> tuple[int, int] | N
     return size
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A :class:`click.FloatRange` that also refuses NaN and infinity (Click lets both through:
+    ``--resolution inf`` or ``nan`` would reach the writers)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
 device_opt = click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
@@ -53,7 +65,7 @@ lock_opt = click.option(
 )
 lock_wait_opt = click.option(
     "--lock-wait",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0, max=7 * 86400),
     default=0.0,
     show_default=True,
     metavar="SECONDS",
@@ -74,4 +86,10 @@ progress_opt = click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress on stderr (default: only when stderr is a terminal).",
+)
+verify_opt = click.option(
+    "--verify",
+    is_flag=True,
+    help="Hash every product of a finished scene against its manifest (not only size and time); "
+    "a damaged or missing product makes the scene be made again.",
 )

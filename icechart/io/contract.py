@@ -14,6 +14,14 @@ COARSE_DIMS = ("2km_grid_lines", "2km_grid_samples")
 TIE_DIMS = ("sar_line_2dgrid_points", "sar_sample_2dgrid_points")
 COARSE_FACTOR = 25
 """One 2 km AMSR2/ERA5 cell covers 25 x 25 SAR pixels at 80 m (contract.md)."""
+PIXEL_SPACING = 80.0
+"""SAR pixel spacing of AI4Arctic scenes (m; the files' ``pixel_spacing`` attribute)."""
+MAX_SAR_SIDE = 12_500
+"""Largest SAR side accepted (1000 km at 80 m). Real scenes are about 5000 x 5000 (a 400 km
+Sentinel-1 EW swath; ai4arctic.md); a file declaring more is refused (65) before any array of
+that size is allocated."""
+MAX_TIE_POINTS = 250_000
+"""Most tie points accepted (real files hold about 21 x 21)."""
 
 PRIMARY = "nersc_sar_primary"
 SECONDARY = "nersc_sar_secondary"
@@ -58,6 +66,22 @@ DEFAULT_CHANNELS: tuple[str, ...] = (
 
 SCENE_ID_RE = re.compile(r"\d{8}T\d{6}_[a-z]+")
 """The AutoICE key (contract.md): first match in the ``scene_id`` attribute, else the file name."""
+
+
+MODEL_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+"""A model id (registry id, model card ``id``, ensemble ``id``, ``ckpt-<hex>``): it goes into
+every product's file name, so it is a plain name of at most 64 ASCII letters, digits and
+``. _ + -``, starting with a letter or digit, with no ``..`` (contract.md "Products")."""
+
+
+def safe_model_id(value: object) -> bool:
+    """True when ``value`` is a string that :data:`MODEL_ID_RE` matches in full (and no ``..``)."""
+    return isinstance(value, str) and MODEL_ID_RE.fullmatch(value) is not None and ".." not in value
+
+
+def safe_scene_id(value: object) -> bool:
+    """True when ``value`` is a whole scene id (:data:`SCENE_ID_RE`), safe in a file name."""
+    return isinstance(value, str) and SCENE_ID_RE.fullmatch(value) is not None
 
 
 def channel_kind(channel: str) -> str:

@@ -8,6 +8,8 @@ window by window. Validation checks the variables the requested channels need, t
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,10 +18,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from icechart.classes import FILL
+from icechart.classes import FILL, N_CLASSES
 from icechart.errors import BadDataError, InputMissingError, first_line
 from icechart.io import contract as C
-from icechart.io.georef import interpolate_latlon, tie_positions
+from icechart.io.georef import check_tie_points, interpolate_latlon, tie_positions
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +108,25 @@ class Scene:
         return np.zeros(valid.shape, dtype=bool)
 
     def labels(self, chart: str, window: Window | None = None) -> np.ndarray:
-        """A label chart (uint8, 255 = no label). Raises BadDataError when the scene has none."""
+        """A label chart (uint8, 255 = no label).
+
+        Raises BadDataError (65, naming the file) when the scene has none, or when a value is
+        neither a class of the chart's table (:data:`icechart.classes.N_CLASSES`) nor 255: a
+        SOD of 17 or a SIC of 200 is a broken label file, never something to train on.
+        """
         if chart not in self.ds:
             raise BadDataError(f"{self.path}: no labels (variable `{chart}` absent; a test file?)")
-        return self.read(chart, window).astype(np.uint8, copy=False)
+        raw = self.read(chart, window)
+        n = N_CLASSES.get(chart)
+        if n is not None:
+            bad = (raw != FILL) & ((raw < 0) | (raw >= n))
+            if bad.any():
+                v = raw[bad].flat[0]
+                raise BadDataError(
+                    f"{self.path}: label `{chart}` holds {int(v)}, not a class 0..{n - 1} of the "
+                    f"{chart} table nor {FILL} (no label); not an AI4Arctic label file?"
+                )
+        return raw.astype(np.uint8, copy=False)
 
     @property
     def has_labels(self) -> bool:
@@ -244,12 +261,18 @@ def open_scene(
         entirely invalid (65). The message names the file and the problem.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputMissingError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputMissingError(f"{path}: is a directory, expected a scene file")
     try:
-        size = path.stat().st_size
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputMissingError(f"{path}: no such file") from None
+    except OSError as exc:  # a symlink loop, a permission on a parent, ...
+        raise InputMissingError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise InputMissingError(f"{path}: is a directory, expected a scene file")
+    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block for ever
+        raise InputMissingError(f"{path}: not a regular file (a FIFO, socket or device); expected a scene file")
+    size = st.st_size
+    try:
         with open(path, "rb"):
             pass
     except OSError as exc:
@@ -261,7 +284,9 @@ def open_scene(
             path, engine="netcdf4", mask_and_scale=False, decode_times=False, cache=False
         )
     except Exception as exc:  # netCDF4/HDF5 raise many types for a bad file
-        reason = first_line(exc).replace(f": '{path}'", "").replace(str(path), "the file")
+        reason = first_line(exc)
+        for form in (str(path.absolute()), str(path)):
+            reason = reason.replace(f": '{form}'", "").replace(f"'{form}'", "the file").replace(form, "the file")
         raise BadDataError(f"{path}: not a readable netCDF file ({reason})") from exc
     try:
         scene = _validate(ds, path, list(channels), sar_fill, require_valid)
@@ -272,6 +297,15 @@ def open_scene(
         ds.close()
         raise BadDataError(f"{path}: cannot read data ({first_line(exc)}); truncated file?") from exc
     return scene
+
+
+def _pixel_spacing(attr: Any) -> float:
+    """The file's ``pixel_spacing`` attribute (m) when it is a sane number, else 80 m."""
+    try:
+        v = float(np.asarray(attr, dtype=np.float64).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return C.PIXEL_SPACING
+    return v if np.isfinite(v) and 1.0 <= v <= 10_000.0 else C.PIXEL_SPACING
 
 
 def _validate(
@@ -310,6 +344,11 @@ def _validate(
     lines, samples = int(ds.sizes[C.SAR_DIMS[0]]), int(ds.sizes[C.SAR_DIMS[1]])
     if lines < 2 or samples < 2:
         raise BadDataError(f"{path}: SAR grid {lines}x{samples} is too small")
+    if max(lines, samples) > C.MAX_SAR_SIDE:  # before anything the size of the grid is allocated
+        raise BadDataError(
+            f"{path}: SAR grid {lines}x{samples} is larger than {C.MAX_SAR_SIDE} pixels on a side "
+            f"({C.MAX_SAR_SIDE * C.PIXEL_SPACING / 1000:.0f} km at {C.PIXEL_SPACING:.0f} m); not an AI4Arctic scene"
+        )
     if coarse_vars:
         cl, cs = int(ds.sizes[C.COARSE_DIMS[0]]), int(ds.sizes[C.COARSE_DIMS[1]])
         if not (C.coarse_size_ok(cl, lines) and C.coarse_size_ok(cs, samples)):
@@ -319,6 +358,8 @@ def _validate(
             )
     if min(ds.sizes[C.TIE_DIMS[0]], ds.sizes[C.TIE_DIMS[1]]) < 2:
         raise BadDataError(f"{path}: fewer than 2x2 tie points")
+    if ds.sizes[C.TIE_DIMS[0]] * ds.sizes[C.TIE_DIMS[1]] > C.MAX_TIE_POINTS:
+        raise BadDataError(f"{path}: more than {C.MAX_TIE_POINTS} tie points")
     attr_id = str(ds.attrs.get("scene_id", "")) or None
     scene_id = C.scene_id_from(attr_id, path)
     if scene_id is None:
@@ -335,6 +376,11 @@ def _validate(
         service=service,
         sar_fill=sar_fill,
     )
+    lat, lon, trow, tcol = scene.tie_points()
+    spacing = _pixel_spacing(ds.attrs.get("pixel_spacing"))
+    problem = check_tie_points(lat, lon, trow, tcol, shape=(lines, samples), pixel_spacing=spacing)
+    if problem:
+        raise BadDataError(f"{path}: implausible geolocation: {problem}")
     n_valid = 0
     for r0 in range(0, lines, _BLOCK_ROWS):
         n_valid += int(scene.valid((slice(r0, r0 + _BLOCK_ROWS), slice(None))).sum())

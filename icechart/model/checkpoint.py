@@ -36,6 +36,7 @@ from icechart.atomic import atomic_path
 from icechart.classes import CLASS_TABLE_VERSION
 from icechart.errors import ModelError, first_line
 from icechart.hashing import sha256_file
+from icechart.model.contract import ModelContract
 from icechart.model.unet import UNet, build_net
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,14 @@ class LoadedModel:
     model_id: str
     sha256: str
     path: Path
+
+    @property
+    def contract(self) -> ModelContract:
+        """The typed input/output contract of :attr:`meta` (parsed once, then cached)."""
+        c = self.__dict__.get("_contract")
+        if c is None:
+            c = self.__dict__["_contract"] = ModelContract.from_meta(self.meta)
+        return c
 
 
 def _jsonable(obj: Any) -> Any:
@@ -143,16 +152,54 @@ def _resolve(path: Path) -> tuple[Path, str | None, str | None]:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ModelError(f"{card}: unreadable model card ({exc})") from exc
         model = info.get("model", info)
+        if not isinstance(model, dict):
+            raise ModelError(f"{card}: [model] must be a table")
         weights = model.get("weights", "model.safetensors")
         sha = model.get("sha256")
-        mid = model.get("id") or path.name
-        return path / str(weights), str(mid), (str(sha).lower() if sha else None)
+        mid = model.get("id", path.name)
+        check_model_id(mid, where=card)
+        return _card_weights(card, weights), str(mid), _card_sha256(card, sha)
     for name in RUN_DIR_WEIGHTS:
         if (path / name).is_file():
             return path / name, None, None
     raise ModelError(
         f"{path}: no model here (expected {MODEL_CARD}, or a training run's best.safetensors)"
     )
+
+
+def check_model_id(value: object, *, where: str | Path) -> str:
+    """``value`` when it is a safe model id (:data:`icechart.io.contract.MODEL_ID_RE`), else
+    ModelError (69): the id names every product file, so ``..``, ``/``, newlines and empty ids
+    are refused when the model is loaded, before anything is written."""
+    from icechart.io.contract import MODEL_ID_RE, safe_model_id
+
+    if not safe_model_id(value):
+        raise ModelError(
+            f"{where}: model id {value!r} is not a safe name (1-64 of A-Z a-z 0-9 . _ + -, "
+            f"matching {MODEL_ID_RE.pattern}, no '..')"
+        )
+    return str(value)
+
+
+def _card_weights(card: Path, weights: object) -> Path:
+    """The model card's ``weights``: a relative path that stays inside the card's directory."""
+    if not isinstance(weights, str) or not weights or "\0" in weights:
+        raise ModelError(f"{card}: `weights` must be a file name, got {weights!r}")
+    rel = Path(weights)
+    root = card.parent.resolve()
+    target = (card.parent / rel).resolve()
+    if rel.is_absolute() or not target.is_relative_to(root):
+        raise ModelError(f"{card}: `weights` {weights!r} points outside the model directory")
+    return card.parent / rel
+
+
+def _card_sha256(card: Path, sha: object) -> str | None:
+    if sha is None or sha == "":
+        return None
+    text = str(sha).lower() if isinstance(sha, str) else ""
+    if len(text) != 64 or any(ch not in "0123456789abcdef" for ch in text):
+        raise ModelError(f"{card}: `sha256` must be 64 hex digits, got {sha!r}")
+    return text
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -188,11 +235,79 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return state, meta
 
 
+MAX_FACTOR = 64
+"""Largest downscale factor accepted from metadata (MMSeaIce uses 10; 64 is 5 km pixels)."""
+MAX_FILTERS = 1024
+"""Most filters of one U-Net stage accepted from metadata (MMSeaIce: 32 ... 128)."""
+MAX_STAGES = 8
+MAX_CHANNELS = 256
+
+
+def _bad(where: str | Path, what: str) -> ModelError:
+    return ModelError(f"{where}: bad checkpoint metadata: {what}")
+
+
+def check_meta_values(meta: Mapping[str, Any], *, where: str | Path) -> None:
+    """Bounds and types of the metadata, checked before the network is built or any array of
+    a size the metadata declares is allocated (ModelError, 69): known channels, a factor in
+    1..:data:`MAX_FACTOR`, finite normalisation with a positive std per channel, known
+    downscale and interpolation methods, and an architecture of at most :data:`MAX_STAGES`
+    stages of 1..:data:`MAX_FILTERS` filters whose input channels match."""
+    from icechart.io.contract import ALL_CHANNELS
+    from icechart.model.unet import SIC_MODES
+
+    ch = meta.get("channels")
+    if not isinstance(ch, list) or not 1 <= len(ch) <= MAX_CHANNELS or not all(isinstance(c, str) for c in ch):
+        raise _bad(where, f"`channels` must be a list of 1..{MAX_CHANNELS} names")
+    unknown = [c for c in ch if c not in ALL_CHANNELS]
+    if unknown:
+        raise _bad(where, f"unknown input channel(s) {', '.join(map(repr, unknown[:3]))}")
+    f = meta.get("factor")
+    if isinstance(f, bool) or not isinstance(f, int) or not 1 <= f <= MAX_FACTOR:
+        raise _bad(where, f"`factor` must be an integer 1..{MAX_FACTOR}, got {f!r}")
+    for key, choices in (("downscale_method", ("mean", "subsample")), ("interp", ("bilinear", "nearest"))):
+        if key in meta and meta[key] not in choices:
+            raise _bad(where, f"`{key}` must be one of {', '.join(choices)}, got {meta[key]!r}")
+    norm = meta.get("norm")
+    if not isinstance(norm, Mapping):
+        raise _bad(where, "`norm` must be a table with `mean` and `std` per channel")
+    for key in ("mean", "std"):
+        v = norm.get(key)
+        if not isinstance(v, list) or len(v) != len(ch) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v
+        ):
+            raise _bad(where, f"`norm.{key}` must be {len(ch)} finite numbers (one per channel)")
+    if not all(x > 0 for x in norm["std"]):
+        raise _bad(where, "`norm.std` must be positive")
+    arch = meta.get("arch")
+    if not isinstance(arch, Mapping):
+        raise _bad(where, "`arch` must be a table")
+    if arch.get("in_channels") != len(ch):
+        raise _bad(where, f"`arch.in_channels` {arch.get('in_channels')!r} is not the {len(ch)} channels")
+    filt = arch.get("filters", [1])
+    if not isinstance(filt, list) or not 1 <= len(filt) <= MAX_STAGES or not all(
+        isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_FILTERS for x in filt
+    ):
+        raise _bad(where, f"`arch.filters` must be 1..{MAX_STAGES} integers 1..{MAX_FILTERS}, got {filt!r}")
+    if arch.get("sic_mode", "regression") not in SIC_MODES:
+        raise _bad(where, f"`arch.sic_mode` must be one of {', '.join(SIC_MODES)}")
+
+
+def check_finite(state: Mapping[str, torch.Tensor], *, where: str | Path) -> None:
+    """ModelError (69) when a floating-point tensor holds NaN or infinity: such weights
+    predict garbage (all zeros, all one class) without any error."""
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelError(f"{where}: weights `{name}` hold NaN or infinity; the checkpoint is unusable")
+
+
 def check_meta(meta: Mapping[str, Any], *, where: str | Path) -> None:
-    """Raise ModelError when required keys are missing or the class tables differ."""
+    """Raise ModelError when required keys are missing, values are out of bounds
+    (:func:`check_meta_values`) or the class tables differ."""
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ModelError(f"{where}: checkpoint metadata lacks {', '.join(missing)}")
+    check_meta_values(meta, where=where)
     ver = meta.get("class_table_version")
     if ver != CLASS_TABLE_VERSION:
         raise ModelError(
@@ -234,6 +349,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         )
     state, meta = read_checkpoint(weights)
     check_meta(meta, where=weights)
+    check_finite(state, where=weights)
     try:
         net = build_net(meta["arch"])
         net.load_state_dict(state, strict=True)

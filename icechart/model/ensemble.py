@@ -51,6 +51,7 @@ from typing import Any
 
 from icechart.atomic import atomic_path
 from icechart.errors import ModelError
+from icechart.model.contract import ModelContract
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,14 @@ class EnsembleModel:
     sha256: str
     path: Path
     names: list[str] = field(default_factory=list)
+
+    @property
+    def contract(self) -> ModelContract:
+        """The members' shared input/output contract (parsed once, then cached)."""
+        c = self.__dict__.get("_contract")
+        if c is None:
+            c = self.__dict__["_contract"] = ModelContract.from_meta(self.meta)
+        return c
 
     @property
     def net(self) -> Any:
@@ -249,7 +258,9 @@ def load_ensemble(path: str | Path, *, device: Any = "cpu") -> EnsembleModel:
         "seeds": list(ens.get("seeds", [])),
         "n": len(members),
     }
-    model_id = str(ens.get("id") or f"ens-{sha[:12]}")
+    from icechart.model.checkpoint import check_model_id
+
+    model_id = check_model_id(ens.get("id") or f"ens-{sha[:12]}", where=mf)
     logger.info("ensemble %s: %d members from %s", model_id, len(members), mf)
     return EnsembleModel(members=members, meta=meta, model_id=model_id, sha256=sha, path=mf, names=names)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import stat
 import sys
 import time
 import traceback
@@ -24,18 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from icechart import atomic as A
 from icechart.errors import (
     BadDataError,
     DataWarning,
     IcechartError,
     InputMissingError,
     InternalError,
+    ModelError,
     OutputError,
     TryAgainError,
     is_out_of_memory,
 )
-from icechart.io.contract import scene_id_from
+from icechart.io.contract import safe_model_id, safe_scene_id, scene_id_from
 from icechart.ops import manifest as M
+from icechart.ops import signals
+from icechart.ops.lock import claim
 from icechart.paths import unique_paths
 
 logger = logging.getLogger(__name__)
@@ -150,7 +155,9 @@ class BatchError(IcechartError):
 # -- inputs -------------------------------------------------------------------------------------
 def _is_scene_file(p: Path) -> bool:
     name = p.name
-    if name.startswith(".") or not name.endswith(".nc") or not p.is_file():
+    # Not only regular files: a FIFO or a device named *.nc is listed so that it fails as its
+    # own scene (66) instead of being skipped silently or hanging a reader.
+    if name.startswith(".") or not name.endswith(".nc") or p.is_dir():
         return False
     if name.endswith(("_reference.nc", "_autoice.nc")) or name.startswith("autoice_"):
         return False
@@ -162,9 +169,10 @@ def collect_scenes(paths: Iterable[str | Path]) -> list[Path]:
     """Expand inputs: files as given, directories to their ``*.nc`` scene files, sorted.
 
     Directory listings skip hidden and temporary files, ``*_reference.nc`` label files,
-    ``autoice_*.nc`` collections, ``*_autoice.nc`` parts and product files that have a manifest beside them. Paths
-    that do not exist are kept (they fail as their own scene with 66). Duplicates (same
-    resolved path) are dropped, keeping the first.
+    ``autoice_*.nc`` collections, ``*_autoice.nc`` parts and product files that have a
+    manifest beside them. Paths that do not exist, and names that are not regular files (FIFOs,
+    devices), are kept: they fail as their own scene with 66. Duplicates (same resolved path)
+    are dropped, keeping the first.
     """
     out: list[Path] = []
     for raw in paths:
@@ -256,6 +264,7 @@ def run_batch(
     overwrite: bool = False,
     strict: bool = False,
     progress: bool = False,
+    verify: bool = False,
 ) -> BatchResult:
     """Run ``process`` on every scene in ``inputs``; see the module docstring.
 
@@ -268,9 +277,12 @@ def run_batch(
         :class:`~icechart.errors.IcechartError` subclasses for known failures and may emit
         :class:`~icechart.errors.DataWarning` for suspicious data.
     outdir
-        OUT; created if needed (73 when impossible).
+        OUT; created if needed (73 when impossible). Nothing is written outside it: every
+        atomic write is confined to it (:func:`icechart.atomic.confined`).
     model_id, model_sha256
-        The model's id (used in file names) and its weights' sha256 (recorded and compared).
+        The model's id (used in file names; refused with 69 unless it is a safe name,
+        :data:`icechart.io.contract.MODEL_ID_RE`) and its weights' sha256 (recorded and
+        compared).
     options
         The product options that make a product different (formats, crs, resolution, ...);
         not the device.
@@ -278,11 +290,15 @@ def run_batch(
         The resolved device, for the summary lines and the manifest.
     overwrite
         Replace a finished product that differs from this run's; otherwise such a scene fails
-        with 73 naming the existing manifest.
+        with 73 naming the existing manifest. A failed replacement puts the old set back.
     strict
         A :class:`~icechart.errors.DataWarning` fails its scene (65) instead of being logged.
     progress
         Write a "scene k/n" line on stderr before each scene.
+    verify
+        Hash every product file of a finished scene against its manifest (``--verify``);
+        without it they are checked by size and mtime. A damaged or missing product makes the
+        scene be made again (no ``--overwrite`` needed: the set is this model's own).
 
     Returns
     -------
@@ -293,30 +309,38 @@ def run_batch(
     ------
     OutputError
         OUT cannot be created (73): nothing is processed.
+    ModelError
+        The model id is not a safe file-name component (69): nothing is processed.
     """
+    if not safe_model_id(model_id):
+        raise ModelError(f"model id {model_id!r} is not a safe file name; refusing to write products")
     out = prepare_outdir(outdir)
+    A.remove_stale_temporaries(out)
     scenes = collect_scenes(inputs)
     results: list[SceneResult] = []
     seen_ids: dict[str, Path] = {}
-    for k, path in enumerate(scenes, 1):
-        if progress:
-            sys.stderr.write(f"icechart: scene {k}/{len(scenes)}: {path}\n")
-            sys.stderr.flush()
-        r = _run_one(
-            path,
-            process,
-            out=out,
-            model_id=model_id,
-            model_sha256=model_sha256,
-            options=options,
-            device=device,
-            overwrite=overwrite,
-            strict=strict,
-            seen_ids=seen_ids,
-        )
-        results.append(r)
-        level = logging.ERROR if r.status == "failed" else logging.INFO
-        logger.log(level, "%s", r.summary(), extra={"fields": r.fields()})
+    with A.confined(out):
+        for k, path in enumerate(scenes, 1):
+            signals.check()
+            if progress:
+                sys.stderr.write(f"icechart: scene {k}/{len(scenes)}: {path}\n")
+                sys.stderr.flush()
+            r = _run_one(
+                path,
+                process,
+                out=out,
+                model_id=model_id,
+                model_sha256=model_sha256,
+                options=options,
+                device=device,
+                overwrite=overwrite,
+                strict=strict,
+                seen_ids=seen_ids,
+                verify=verify,
+            )
+            results.append(r)
+            level = logging.ERROR if r.status == "failed" else logging.INFO
+            logger.log(level, "%s", r.summary(), extra={"fields": r.fields()})
     result = BatchResult(results)
     logger.info(
         "%d scene(s): %d ok, %d skipped, %d failed; exit %d",
@@ -332,6 +356,58 @@ def run_batch(
     return result
 
 
+def _input_identity(path: Path) -> M.Identity:
+    """The identity of a scene file before it is read; 66 when it is missing, not a regular
+    file (a FIFO or a device would hang the reader) or unreadable (a symlink loop)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputMissingError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputMissingError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise InputMissingError(f"{path}: is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputMissingError(f"{path}: not a regular file (a FIFO, socket or device); expected a scene file")
+    return M.identity(st)
+
+
+class _Backup:
+    """Hard links to the files of a finished product set that is about to be replaced, so a
+    failed replacement can put the whole old set back (manifest last) instead of leaving old
+    and new files mixed. Where links are impossible the old set is removed on failure."""
+
+    def __init__(self, out: Path, names: set[str], manifest: Path) -> None:
+        self.out, self.manifest = out, manifest
+        self.links: dict[str, Path] = {}
+        self.complete = True
+        for name in sorted(names | ({manifest.name} if manifest.exists() else set())):
+            link = out / f"{A.temp_prefix('bak')}{name}"
+            try:
+                os.link(out / name, link)
+                self.links[name] = link
+            except OSError as exc:
+                logger.debug("%s: cannot keep a backup (%s)", out / name, exc)
+                self.complete = False
+
+    def restore(self, names_now: set[str]) -> None:
+        if not self.complete:
+            for name in names_now | set(self.links):
+                (self.out / name).unlink(missing_ok=True)
+            self.drop()
+            logger.warning("%s: the replaced product set was removed (no backup possible)", self.manifest.name)
+            return
+        for name, link in sorted(self.links.items(), key=lambda kv: kv[0] == self.manifest.name):
+            os.replace(link, self.out / name)
+        self.links.clear()
+        logger.info("%s: the previous product set was put back", self.manifest.name)
+
+    def drop(self) -> None:
+        for link in self.links.values():
+            link.unlink(missing_ok=True)
+        self.links.clear()
+
+
 def _run_one(
     path: Path,
     process: SceneFn,
@@ -344,49 +420,95 @@ def _run_one(
     overwrite: bool,
     strict: bool,
     seen_ids: dict[str, Path],
+    verify: bool = False,
+) -> SceneResult:
+    res = SceneResult(path=path, scene_id=None, status="failed", device=device)
+    t0 = time.perf_counter()
+    try:
+        ident = _input_identity(path)
+        scene_id = scene_id_for(path)
+        if scene_id is not None and not safe_scene_id(scene_id):  # the pattern guarantees it
+            raise BadDataError(f"{path}: scene id {scene_id!r} is not a safe file name")
+    except Exception as exc:
+        res.exit_code, res.message = _classify(exc)
+        res.seconds = time.perf_counter() - t0
+        res.peak_rss_mib = _peak_rss_mib()
+        return res
+    res.scene_id = scene_id
+    if scene_id is None:
+        return _attempt(path, process, res, ident, out=out, model_id=model_id, model_sha256=model_sha256,
+                        options=options, overwrite=overwrite, strict=strict, seen_ids=seen_ids, verify=verify)
+    with claim(out, f"{scene_id}_{model_id}") as mine:
+        if not mine:
+            res.status = "skipped"
+            res.message = "being made by another run on this OUT"
+            res.seconds = time.perf_counter() - t0
+            res.peak_rss_mib = _peak_rss_mib()
+            seen_ids.setdefault(scene_id, path)
+            return res
+        return _attempt(path, process, res, ident, out=out, model_id=model_id, model_sha256=model_sha256,
+                        options=options, overwrite=overwrite, strict=strict, seen_ids=seen_ids, verify=verify)
+
+
+def _attempt(
+    path: Path,
+    process: SceneFn,
+    res: SceneResult,
+    ident: M.Identity,
+    *,
+    out: Path,
+    model_id: str,
+    model_sha256: str | None,
+    options: dict[str, Any],
+    overwrite: bool,
+    strict: bool,
+    seen_ids: dict[str, Path],
+    verify: bool,
 ) -> SceneResult:
     t0 = time.perf_counter()
+    device = res.device
     cuda = _cuda(device)
     if cuda is not None:
         try:
             cuda.reset_peak_memory_stats()
         except Exception:
             cuda = None
-    res = SceneResult(path=path, scene_id=None, status="failed", device=device)
+    scene_id = res.scene_id
     created: set[str] = set()
     before: set[str] = set()
+    backup: _Backup | None = None
     started = False
     try:
-        if not path.exists():
-            raise InputMissingError(f"{path}: no such file")
-        if path.is_dir():
-            raise InputMissingError(f"{path}: is a directory")
-        scene_id = scene_id_for(path)
-        res.scene_id = scene_id
         if scene_id is not None:
             if scene_id in seen_ids:
                 raise BadDataError(f"{path}: same scene id {scene_id} as {seen_ids[scene_id]}")
             seen_ids[scene_id] = path
             mpath = M.manifest_path(out, scene_id, model_id)
             old = M.load_for_compare(mpath)
+            before = _prefix_files(out, scene_id, model_id)
             if old is not None:
                 reason = M.compare(
                     old, input_path=path, model_id=model_id, model_sha256=model_sha256, options=options
                 )
-                if reason is None:
+                damaged = M.damage(old, verify=verify) if reason is None else None
+                if reason is None and damaged is None:
                     res.status = "skipped"
                     res.message = f"up to date ({mpath.name})"
                     res.files = [out / f["name"] for f in old.get("files", [])]
                     return res
-                if not overwrite:
+                if damaged is not None:
+                    logger.warning("%s: %s; making the scene again", mpath.name, damaged)
+                elif not overwrite:
                     raise OutputError(
                         f"{mpath}: a different product exists ({reason}); pass --overwrite to replace it"
                     )
-                logger.info("%s: replacing (%s)", mpath.name, reason)
+                else:
+                    logger.info("%s: replacing (%s)", mpath.name, reason)
+                backup = _Backup(out, before - {mpath.name}, mpath)
                 # Remove the manifest first: from now on the old set counts as incomplete.
                 mpath.unlink(missing_ok=True)
-            before = _prefix_files(out, scene_id, model_id)
-            if old is None and before:
+                before.discard(mpath.name)
+            elif before:
                 logger.info(
                     "%s: completing an unfinished product set (%d file(s) without a manifest)",
                     scene_id,
@@ -406,6 +528,8 @@ def _run_one(
                 "attribute or the file name)"
             )
         created = _prefix_files(out, scene_id, model_id) - before
+        # The products were made from the file opened at the start: it must still be that file.
+        M.check_unchanged(path, ident)
         for w in caught:
             if issubclass(w.category, DataWarning):
                 res.warnings.append(str(w.message))
@@ -431,9 +555,12 @@ def _run_one(
             device=device,
             timings={**output.timings, "process_s": res.seconds},
             extra=extra,
+            input_identity=ident,
         )
         M.write_manifest(M.manifest_path(out, scene_id, model_id), data)
         res.status = "ok"
+        if backup is not None:
+            backup.drop()
         # With --overwrite, drop files of the old set that this run did not produce again.
         keep = {f.name for f in files} | {M.manifest_path(out, scene_id, model_id).name}
         for name in before - keep:
@@ -446,12 +573,12 @@ def _run_one(
         res.exit_code, res.message = _classify(exc)
         logger.debug("%s failed:\n%s", path, "".join(traceback.format_exception(exc)))
         if started:
-            _remove_attempt(out, res.scene_id, model_id, before, created)
+            _remove_attempt(out, res.scene_id, model_id, before, created, backup)
     except BaseException:
-        # SIGINT/SIGTERM (SignalExit, KeyboardInterrupt): the temporaries are gone already;
-        # files this attempt renamed into place are an incomplete set too.
+        # SIGINT/SIGTERM/SIGHUP (SignalExit, KeyboardInterrupt): the temporaries are gone
+        # already; files this attempt renamed into place are an incomplete set too.
         if started and res.status != "ok":
-            _remove_attempt(out, res.scene_id, model_id, before, created)
+            _remove_attempt(out, res.scene_id, model_id, before, created, backup)
         raise
     finally:
         res.seconds = time.perf_counter() - t0
@@ -464,9 +591,17 @@ def _run_one(
     return res
 
 
-def _remove_attempt(out: Path, scene_id: str | None, model_id: str, before: set[str], created: set[str]) -> None:
+def _remove_attempt(
+    out: Path,
+    scene_id: str | None,
+    model_id: str,
+    before: set[str],
+    created: set[str],
+    backup: _Backup | None = None,
+) -> None:
     """Remove the files a failed or interrupted attempt created (never the manifest, never a
-    file that was there before the attempt): without them OUT holds no partial product."""
+    file that was there before the attempt): without them OUT holds no partial product. When
+    the attempt replaced a finished set, that set is put back from its backup."""
     if scene_id is None:
         return
     if M.manifest_path(out, scene_id, model_id).exists():
@@ -477,6 +612,11 @@ def _remove_attempt(out: Path, scene_id: str | None, model_id: str, before: set[
                 (out / name).unlink(missing_ok=True)
             except OSError as exc:
                 logger.warning("%s: cannot remove a file of the failed attempt (%s)", out / name, exc)
+    if backup is not None:
+        try:
+            backup.restore(_prefix_files(out, scene_id, model_id))
+        except OSError as exc:
+            logger.warning("%s: cannot put the previous product set back (%s)", out, exc)
 
 
 def want_progress(flag: bool | None) -> bool:

@@ -78,3 +78,52 @@ def run_lock(path: str | Path, *, wait: float = 0.0) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)  # closing the last descriptor releases the flock
+
+
+CLAIM_PREFIX = ".claim-"
+
+
+@contextmanager
+def claim(directory: str | Path, name: str) -> Iterator[bool]:
+    """Claim one unit of work (a scene) in ``directory`` for the ``with`` block: yields True
+    when this process holds it, False when another live process does.
+
+    The claim is an ``flock`` on ``directory/.claim-{name}``, so it dies with its process like
+    :func:`run_lock`. The holder removes the file before releasing it; a process that locked a
+    file which was removed meanwhile retries on the new one, so two runs never both hold one
+    name. Two runs on one OUT (or shards of one run) thus share the scenes without ``--lock``.
+
+    Raises
+    ------
+    OutputError
+        The claim file cannot be created (73).
+    """
+    path = Path(directory) / f"{CLAIM_PREFIX}{name}"
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            from icechart.atomic import os_error
+
+            raise os_error(exc, path) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # we locked a file its holder had just removed: take the new one
+    try:
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield True
+    finally:
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)

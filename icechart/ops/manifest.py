@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from icechart import __version__
+from icechart._version import __version__
 from icechart.atomic import atomic_path
+from icechart.errors import TryAgainError
 from icechart.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -32,10 +34,41 @@ def manifest_path(outdir: str | Path, scene_id: str, model_id: str) -> Path:
     return Path(outdir) / f"{scene_id}_{model_id}{MANIFEST_SUFFIX}"
 
 
-def input_record(path: str | Path, previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Describe an input file; reuse ``previous["sha256"]`` when size and mtime are unchanged."""
+Identity = tuple[int, int, int, int]
+"""(device, inode, size, mtime_ns) of an open input: a different value means another file."""
+
+
+def identity(st: os.stat_result) -> Identity:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def check_unchanged(path: str | Path, before: Identity) -> None:
+    """TryAgainError (75) when ``path`` is no longer the file whose identity was ``before``
+    (replaced by a rename, rewritten in place, truncated or removed while it was read)."""
+    try:
+        now: Identity | None = identity(os.stat(path))
+    except OSError:
+        now = None
+    if now != before:
+        raise TryAgainError(
+            f"{path}: the input changed while it was being read (replaced, rewritten or removed); "
+            "nothing was written, a rerun charts the new file"
+        )
+
+
+def input_record(
+    path: str | Path, previous: dict[str, Any] | None = None, *, expect: Identity | None = None
+) -> dict[str, Any]:
+    """Describe an input file; reuse ``previous["sha256"]`` when size and mtime are unchanged.
+
+    With ``expect`` (the identity taken before the scene was read) the file must still be that
+    file before and after hashing (else TryAgainError, 75): the recorded sha256 is then the
+    hash of the bytes the products were made from.
+    """
     path = Path(path)
     st = path.stat()
+    if expect is not None:
+        check_unchanged(path, expect)
     rec: dict[str, Any] = {
         "name": path.name,
         "path": str(path.resolve()),
@@ -46,13 +79,16 @@ def input_record(path: str | Path, previous: dict[str, Any] | None = None) -> di
         rec["sha256"] = previous["sha256"]
     else:
         rec["sha256"] = sha256_file(path)
+    if expect is not None:  # the bytes hashed are the bytes read: still the same file
+        check_unchanged(path, expect)
     return rec
 
 
 def file_record(path: str | Path) -> dict[str, Any]:
-    """Name (relative to OUT), size and sha256 of a product file."""
+    """Name (relative to OUT), size, mtime and sha256 of a product file."""
     path = Path(path)
-    return {"name": path.name, "size": path.stat().st_size, "sha256": sha256_file(path)}
+    st = path.stat()
+    return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
 
 
 def build_manifest(
@@ -67,6 +103,7 @@ def build_manifest(
     timings: dict[str, float],
     previous_input: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    input_identity: Identity | None = None,
 ) -> dict[str, Any]:
     """The manifest of one finished scene (see the module docstring for the fields).
 
@@ -76,7 +113,7 @@ def build_manifest(
     data = {
         "manifest_version": MANIFEST_VERSION,
         "scene_id": scene_id,
-        "inputs": [input_record(input_path, previous_input)],
+        "inputs": [input_record(input_path, previous_input, expect=input_identity)],
         "model": {"id": model_id, "sha256": model_sha256},
         "software": {"name": "icechart", "version": __version__},
         "options": _jsonable(options),
@@ -132,20 +169,24 @@ def compare(
     """Why ``manifest`` does not describe this run's product, or None when it matches.
 
     The device and timings do not count. The input is compared by size and mtime first; only
-    when either changed is it hashed (a touched but identical file still matches). Product
-    files must still exist with their recorded sizes.
+    when either changed is it hashed (a touched but identical file still matches). The product
+    files themselves are checked by :func:`damage`.
     """
     model = manifest.get("model") or {}
+    if not isinstance(model, dict):
+        return "the manifest's `model` is not a record"
     if model.get("id") != model_id:
         return f"made with model {model.get('id')!r}, not {model_id!r}"
     if model_sha256 and model.get("sha256") and model.get("sha256") != model_sha256:
         return f"made with other weights of model {model_id!r} (sha256 differs)"
     if manifest.get("options") != _jsonable(options):
         old, new = manifest.get("options") or {}, _jsonable(options)
+        if not isinstance(old, dict):
+            return "the manifest's `options` is not a record"
         keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         return f"made with other product options ({', '.join(keys)})"
     inputs = manifest.get("inputs") or [{}]
-    prev = inputs[0]
+    prev = inputs[0] if isinstance(inputs, list) and isinstance(inputs[0], dict) else {}
     path = Path(input_path)
     try:
         st = path.stat()
@@ -157,14 +198,39 @@ def compare(
         return "input size changed"
     if prev.get("mtime_ns") != st.st_mtime_ns and sha256_file(path) != prev.get("sha256"):
         return "input content changed"
-    outdir = Path(manifest.get("_dir", path.parent))
-    for rec in manifest.get("files") or []:
-        f = outdir / rec.get("name", "")
+    return None
+
+
+def damage(manifest: dict[str, Any], *, verify: bool = False) -> str | None:
+    """Why the product files a manifest lists are no longer the ones it recorded, or None.
+
+    Cheap by default: every file must exist as a regular file with its recorded size and
+    mtime. With ``verify`` each file is also hashed and compared with its recorded sha256
+    (``predict --verify``), which finds a product corrupted in place without a size change.
+    """
+    outdir = Path(manifest.get("_dir", "."))
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        return "the manifest lists no product files"
+    for rec in files:
+        if not isinstance(rec, dict) or not isinstance(rec.get("name"), str):
+            return "the manifest has a malformed file record"
+        f = outdir / rec["name"]
+        if Path(rec["name"]).name != rec["name"]:
+            return f"the manifest names a file outside OUT ({rec['name']!r})"
         try:
-            if f.stat().st_size != rec.get("size"):
-                return f"product file {f.name} changed size"
+            st = f.lstat()
         except OSError:
             return f"product file {f.name} is missing"
+        if not f.is_file() or f.is_symlink():
+            return f"product file {f.name} is not a regular file"
+        if st.st_size != rec.get("size"):
+            return f"product file {f.name} changed size"
+        if "mtime_ns" in rec and st.st_mtime_ns != rec["mtime_ns"]:
+            if not verify and sha256_file(f) != rec.get("sha256"):
+                return f"product file {f.name} changed (sha256 differs)"
+        if verify and sha256_file(f) != rec.get("sha256"):
+            return f"product file {f.name} is corrupt (sha256 differs)"
     return None
 
 

@@ -1,10 +1,21 @@
-"""SIGINT/SIGTERM: remove temporary files and exit 130/143 cleanly.
+"""SIGINT/SIGTERM/SIGHUP: remove temporary files and exit 130/143/129 cleanly.
 
 The handler first deletes every temporary file registered by :mod:`icechart.atomic` (so no
 half-written product survives even if unwinding is cut short), then raises
 :class:`SignalExit`, a :class:`SystemExit`: ``except Exception`` blocks do not swallow it,
 ``with`` blocks (locks, open files, :func:`~icechart.atomic.atomic_path`) unwind, and the
 process exits with 128 + the signal number. A second signal while unwinding exits at once.
+
+SIGHUP (the terminal or the ssh session went away) is handled like SIGTERM and exits 129.
+
+The command line installs the handler process-wide with :func:`install` as its very first
+step, before click, numpy, xarray or torch are imported (``icechart.cli.main``), so a signal
+during a slow import is neither lost nor a traceback. Because a signal raised inside some C
+extension's import can be turned into an ImportError that a caller swallows, the fact that a
+signal arrived is also kept (:func:`received`): :func:`icechart.cli.main.main` then exits with
+the signal's code whatever happened afterwards, never 0, and leaves through ``os._exit`` so
+that no half-imported native library runs its finalisers (a C++ ``terminate`` would make it
+134).
 """
 
 from __future__ import annotations
@@ -23,11 +34,14 @@ from icechart.atomic import remove_temporaries
 
 logger = logging.getLogger(__name__)
 
-HANDLED = (signal.SIGINT, signal.SIGTERM)
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+EXIT_CODES = {int(s): 128 + int(s) for s in HANDLED}
+"""130 SIGINT, 143 SIGTERM, 129 SIGHUP."""
 
 
 class SignalExit(SystemExit):
-    """Raised by the handler; ``code`` is 128 + the signal number (130 SIGINT, 143 SIGTERM)."""
+    """Raised by the handler; ``code`` is 128 + the signal number (130 SIGINT, 143 SIGTERM,
+    129 SIGHUP)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(128 + signum)
@@ -38,14 +52,20 @@ class SignalExit(SystemExit):
         return signal.Signals(self.signum).name
 
 
-_state = {"fired": False}
+_state: dict[str, Any] = {"fired": False, "signum": None, "process": False}
+
+
+def received() -> int | None:
+    """The number of the first handled signal this process received, or None."""
+    return _state["signum"]
 
 
 def _handler(signum: int, _frame: FrameType | None) -> None:
     remove_temporaries()
     if _state["fired"]:  # second signal: stop unwinding politely, just go
-        os._exit(128 + signum)
+        os._exit(128 + (_state["signum"] or signum))
     _state["fired"] = True
+    _state["signum"] = signum
     name = signal.Signals(signum).name
     try:
         sys.stderr.write(f"icechart: {name} received; temporary files removed, stopping\n")
@@ -55,17 +75,31 @@ def _handler(signum: int, _frame: FrameType | None) -> None:
     raise SignalExit(signum)
 
 
+def install() -> None:
+    """Install the handler process-wide (main thread only; elsewhere a no-op). For the command
+    line's entry point; library code uses :func:`handle_signals`."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _state["process"] = True
+    for sig in HANDLED:
+        signal.signal(sig, _handler)
+
+
 @contextmanager
 def handle_signals() -> Iterator[None]:
-    """Install the SIGINT/SIGTERM handler for the ``with`` block (main thread only).
+    """Install the SIGINT/SIGTERM/SIGHUP handler for the ``with`` block (main thread only).
 
-    Outside the main thread (where Python cannot install handlers) this is a no-op.
+    Outside the main thread (where Python cannot install handlers) this is a no-op. A signal
+    that already arrived (e.g. during an import, then swallowed) stops the block at once.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous: dict[int, Any] = {}
-    _state["fired"] = False
+    if _state["process"]:
+        check()  # the command line's handler caught one during the imports
+    else:  # library use: each block starts afresh
+        _state.update(fired=False, signum=None)
     for sig in HANDLED:
         previous[sig] = signal.signal(sig, _handler)
     try:
@@ -76,3 +110,11 @@ def handle_signals() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def check() -> None:
+    """Raise :class:`SignalExit` when a signal arrived and was swallowed on the way (call
+    between scenes)."""
+    if _state["signum"] is not None:
+        remove_temporaries()
+        raise SignalExit(_state["signum"])

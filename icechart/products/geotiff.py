@@ -1,10 +1,14 @@
-"""GeoTIFF per chart on a projected grid (default EPSG:3413 at 200 m).
+"""GeoTIFF per chart on a projected grid (default EPSG:3413 at 200 m): Cloud Optimized GeoTIFFs.
 
-Values are the netCDF's (SIC in percent, SOD/FLOE classes, 255 no data), taken from the nearest
-SAR pixel of each target pixel (:mod:`icechart.products.warp`). Tiled 256 x 256, DEFLATE, nodata
-255, internal overviews (nearest), and a colour table: WMO colours for SIC and SOD, the
-sequential legend palette for FLOE (:data:`icechart.classes.COLOURS`), indexed by the stored
-values (SIC by percent), so QGIS shows the chart in the right place and colours.
+Values are the netCDF's (SIC in percent, SOD/FLOE classes), taken from the nearest SAR pixel of
+each target pixel (:mod:`icechart.products.warp`), with land apart from missing data: 254 land
+(:data:`icechart.products.styles.LAND_VALUE`), 255 no data (invalid SAR, outside the swath or
+the scene; the GeoTIFF's nodata). Written by GDAL's COG driver (``rio cogeo validate`` passes):
+tiled 256 x 256, DEFLATE, overviews by nearest neighbour (class values must not be averaged)
+down to one tile, IFDs ahead of the data. A colour table holds WMO colours for SIC and SOD, the
+sequential legend palette for FLOE (:data:`icechart.classes.COLOURS`) and tan for land, indexed
+by the stored values (SIC by percent). Beside each chart GeoTIFF: ``.tif.aux.xml`` with the
+category names and a raster attribute table, and a QGIS style ``.qml`` (:mod:`.styles`).
 """
 
 from __future__ import annotations
@@ -16,30 +20,39 @@ from typing import Any
 import numpy as np
 
 from icechart.classes import CLASS_NAMES, COLOURS, FILL
+from icechart.products.styles import LAND_RGB, LAND_VALUE, stored_value
 
 logger = logging.getLogger(__name__)
 
 TILE = 256
 NODATA_RGBA = (255, 255, 255, 0)
+NOT_FOR_NAVIGATION = (
+    "Automatic ice chart from a machine-learning model, not validated for operational use: "
+    "not for navigation."
+)
 
 
-def stored_value(chart: str, cls: int) -> int:
-    """The value a class is stored as (SIC in percent)."""
-    return 10 * cls if chart == "SIC" else cls
+def with_land(values: np.ndarray, status: np.ndarray) -> np.ndarray:
+    """GeoTIFF values of a block: the netCDF's, with land (status bit 1) as 254, not 255."""
+    out = values.copy()
+    out[(status & 1) != 0] = LAND_VALUE
+    return out
 
 
 def colormap(chart: str) -> dict[int, tuple[int, int, int, int]]:
-    """Colour table ``{stored value: (r, g, b, a)}`` with 255 transparent white."""
+    """Colour table ``{stored value: (r, g, b, a)}``: land tan, 255 transparent white."""
     cmap = {stored_value(chart, k): (*rgb, 255) for k, rgb in COLOURS[chart].items()}
+    cmap[LAND_VALUE] = (*LAND_RGB, 255)
     cmap[FILL] = NODATA_RGBA
     return cmap
 
 
-def _profile(data: np.ndarray, grid: Any, **extra: Any) -> dict[str, Any]:
-    """Tiled, DEFLATE-compressed single-band uint8 profile on ``grid`` with nodata 255."""
+def _profile(data: np.ndarray, grid: Any, *, overviews: bool = True, **extra: Any) -> dict[str, Any]:
+    """COG profile: single-band uint8 on ``grid``, nodata 255, DEFLATE, 256 x 256 tiles,
+    nearest-neighbour overviews (none when ``overviews`` is False)."""
     height, width = data.shape
     return {
-        "driver": "GTiff",
+        "driver": "COG",
         "width": width,
         "height": height,
         "count": 1,
@@ -48,25 +61,17 @@ def _profile(data: np.ndarray, grid: Any, **extra: Any) -> dict[str, Any]:
         "transform": grid.transform,
         "nodata": FILL,
         "compress": "deflate",
-        "zlevel": 6,
-        "tiled": True,
-        "blockxsize": TILE,
-        "blockysize": TILE,
+        "level": 6,
+        "blocksize": TILE,
+        "overview_resampling": "nearest",
+        "overviews": "auto" if overviews else "none",
         **extra,
     }
 
 
-def _finish(dst: Any, data: np.ndarray, tags: dict[str, str] | None, overviews: bool) -> None:
-    """Dataset tags and nearest-neighbour overviews (class values must not be averaged)."""
-    from rasterio.enums import Resampling
-
-    if tags:
-        dst.update_tags(**tags)
-    if overviews:
-        factors = [f for f in (2, 4, 8, 16) if min(data.shape) // f >= TILE // 2]
-        if factors:
-            dst.build_overviews(factors, Resampling.nearest)
-            dst.update_tags(ns="rio_overview", resampling="nearest")
+def _finish(dst: Any, tags: dict[str, str] | None) -> None:
+    """Dataset tags, the not-for-navigation statement among them."""
+    dst.update_tags(**(tags or {}), disclaimer=NOT_FOR_NAVIGATION)
 
 
 def write_geotiff(
@@ -96,8 +101,8 @@ def write_geotiff(
     import rasterio
     from rasterio.enums import ColorInterp
 
-    profile = _profile(data, grid, predictor=1, photometric="palette")
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
+    profile = _profile(data, grid, overviews=overviews)
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # the .aux.xml is written by write_sidecars
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(data, 1)
             dst.write_colormap(1, colormap(chart))
@@ -109,9 +114,30 @@ def write_geotiff(
             dst.update_tags(
                 1,
                 units="%" if chart == "SIC" else "class",
-                values=values + f", {FILL}=no data",
+                values=values + f", {LAND_VALUE}=land, {FILL}=no data",
             )
-            _finish(dst, data, tags, overviews)
+            _finish(dst, tags)
+
+
+SIDECARS = (".tif.aux.xml", ".qml")
+"""Files beside each chart GeoTIFF ``{stem}.tif``: ``{stem}.tif.aux.xml``, ``{stem}.qml``."""
+
+
+def sidecar_paths(tif: Path) -> list[Path]:
+    """The sidecars of a chart GeoTIFF (:data:`SIDECARS`)."""
+    tif = Path(tif)
+    return [tif.with_name(tif.name + ".aux.xml"), tif.with_suffix(".qml")]
+
+
+def write_sidecar(path: Path, kind: str, chart: str) -> None:
+    """Write one sidecar of a chart GeoTIFF: ``kind`` ``.tif.aux.xml`` (category names, RAT)
+    or ``.qml`` (QGIS style)."""
+    from icechart.products import styles
+
+    if kind == ".qml":
+        styles.write_raster_qml(path, chart)
+    else:
+        styles.write_pam(path, chart)
 
 
 def _description(chart: str) -> str:
@@ -138,17 +164,17 @@ def write_layer_geotiff(
     tags: dict[str, str] | None = None,
     overviews: bool = True,
 ) -> None:
-    """Write an uncertainty layer (uint8 percent 0..100, 255 no data) as a grey GeoTIFF.
+    """Write an uncertainty layer (uint8 percent 0..100, 254 land, 255 no data) as a grey COG.
 
     Same grid, tiling, compression and overviews as :func:`write_geotiff`, no colour table
     (continuous values); the band description and ``units`` tag name the layer.
     """
     import rasterio
 
-    profile = _profile(data, grid, predictor=2)  # continuous values: horizontal differencing
+    profile = _profile(data, grid, overviews=overviews, predictor="yes")  # continuous: differencing
     with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(data, 1)
             dst.set_band_description(1, LAYER_DESCRIPTIONS.get(name, name))
-            dst.update_tags(1, units="%", layer=name)
-            _finish(dst, data, tags, overviews)
+            dst.update_tags(1, units="%", layer=name, values=f"0..100=percent, {LAND_VALUE}=land, {FILL}=no data")
+            _finish(dst, tags)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,6 +23,26 @@ from icechart.io import contract as C
 logger = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "cuda"]
+
+
+INT_BOUNDS: dict[str, int] = {
+    "factor": 64,
+    "epochs": 100_000,
+    "iterations": 1_000_000,
+    "batch_size": 4096,
+    "patch_size": 4096,
+    "restart_epochs": 100_000,
+    "runs": 100,
+    "val_every": 100_000,
+    "log_every": 1_000_000,
+}
+"""Upper bounds of the integer settings (78 beyond): far above any real run (the paper: 300
+epochs of 500 iterations, batches of 16 patches of 256 px, factor 10), low enough that a typo
+(``batch_size = 100000000``) fails at once instead of allocating or running for ever."""
+FLOAT_FIELDS = (
+    "sar_fill", "sic_weight", "sod_weight", "floe_weight", "min_labelled", "lr", "momentum",
+    "weight_decay", "aug_prob", "max_rotation", "scale_min", "scale_max",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -109,9 +130,24 @@ class TrainConfig:
             raise ValueError(f"unknown channel(s) {', '.join(bad)}")
         if not self.channels:
             raise ValueError("channels is empty")
-        for name in ("factor", "epochs", "iterations", "batch_size", "patch_size", "restart_epochs", "runs", "val_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1")
+        for name, top in INT_BOUNDS.items():
+            v = getattr(self, name)
+            if not 1 <= v <= top:
+                raise ValueError(f"`{name}` = {v!r} must lie in 1..{top}")
+        if not 0 <= self.n_val <= 100_000:
+            raise ValueError("`n_val` must lie in 0..100000")
+        if not self.filters or len(self.filters) > 8 or min(self.filters) < 1 or max(self.filters) > 1024:
+            raise ValueError("`filters` must be 1..8 integers in 1..1024")
+        for name in FLOAT_FIELDS:
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"`{name}` = {v!r} must be a finite number")
+        if not self.lr > 0:
+            raise ValueError("`lr` must be > 0")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or not 0 <= self.min_labelled <= 1:
+            raise ValueError("need 0 <= momentum < 1, weight_decay >= 0 and 0 <= min_labelled <= 1")
+        if min(self.sic_weight, self.sod_weight, self.floe_weight) < 0:
+            raise ValueError("loss weights must be >= 0")
         if self.workers < -1:
             raise ValueError("`workers` must be >= 0, or -1 for auto")
         if self.cache_workers < -1 or self.cache_workers == 0:
@@ -120,10 +156,6 @@ class TrainConfig:
             raise ValueError("`amp_dtype` must be float16 or bfloat16")
         if self.val_split not in ("shared", "per_run"):
             raise ValueError("`val_split` must be shared or per_run")
-        if self.n_val < 0:
-            raise ValueError("`n_val` must be >= 0")
-        if not self.filters or min(self.filters) < 1:
-            raise ValueError("`filters` must be positive integers")
         if not 0 <= self.aug_prob <= 1:
             raise ValueError("`aug_prob` must lie in [0, 1]")
         if not 0 < self.scale_min <= self.scale_max:

@@ -7,7 +7,8 @@ channels, factor and methods, and the version of the feature code
 (:mod:`icechart.training.cache`), so any run with the same inputs reuses them: the reference
 re-reads every scene at full resolution at each start-up (reference/method.md). Validation
 scenes also keep their full-resolution labels (to score at label resolution). Labels are
-checked against the class tables when an entry is built (65 naming the file).
+checked against the class tables as they are read (:meth:`icechart.io.scene.Scene.labels`: 65
+naming the file), so no entry holds a class index the loss cannot take.
 """
 
 from __future__ import annotations
@@ -120,7 +121,6 @@ def _save_npy(dest: Path, a: np.ndarray) -> None:
 
 def load_scene(path: Path, cfg: TrainConfig, cache: Path, *, full_labels: bool = False) -> SceneData:
     """Cached features/labels of one scene, building the entry when absent."""
-    from icechart.classes import check_labels
     from icechart.training.cache import touch
 
     key, fields = _key(path, cfg)
@@ -134,8 +134,6 @@ def load_scene(path: Path, cfg: TrainConfig, cache: Path, *, full_labels: bool =
                     f"{path}: scene {scene.scene_id} has no labels (SIC/SOD/FLOE absent or all 255); "
                     "training needs labelled scenes"
                 )
-            for c in CHARTS:  # a class index out of range would crash the loss (CUDA: device assert)
-                check_labels(c, scene.labels(c), source=path)
             if not fj.exists():
                 x = raw_features(scene, cfg.channels, factor=cfg.factor, method=cfg.downscale_method, interp=cfg.interp)
                 y = np.stack([downscale_labels(scene, c, factor=cfg.factor, method=cfg.label_method) for c in CHARTS])
