@@ -10,6 +10,10 @@
 #            benchmarks/predict_scene.py's per-stage seconds on the GPU
 #
 # Usage: scripts/gpu_check.sh [STEP...]     (default: all four, in order)
+# Under a 10-minute limit per command, run it as two calls sharing WORK (scenes, cache, the
+# trained checkpoint), e.g. on the device machine (a git-ignored folder survives between calls):
+#   OUT=$OUT WORK=.gpu-check-work scripts/gpu_check.sh tests bench
+#   OUT=$OUT WORK=.gpu-check-work scripts/gpu_check.sh train predict
 # Environment: OUT (results folder; default ./gpu-check-out), DEVICE (cuda; cpu runs the same
 # plumbing on the CPU with tiny sizes for a dry run: DEVICE=cpu SIZE=600x600 SCENES=2 ITER=2
 # TRAIN_ITER=2 BATCH=2 PATCH=32), SIZE (5000x5000), SCENES (4), ITER (100 iterations per benchmark epoch),
