@@ -78,8 +78,8 @@ class FormatList(click.ParamType):
 @strict_opt
 @verify_opt
 @progress_opt
-@shard_opt
 @producer_opts
+@shard_opt
 def predict(
     inputs: tuple[str, ...],
     outdir: str,

@@ -169,10 +169,10 @@ def collect_scenes(paths: Iterable[str | Path]) -> list[Path]:
     """Expand inputs: files as given, directories to their ``*.nc`` scene files, sorted.
 
     Directory listings skip hidden and temporary files, ``*_reference.nc`` label files,
-    ``autoice_*.nc`` collections, ``*_autoice.nc`` parts and product files that have a
-    manifest beside them. Paths that do not exist, and names that are not regular files (FIFOs,
-    devices), are kept: they fail as their own scene with 66. Duplicates (same resolved path)
-    are dropped, keeping the first.
+    ``autoice_*.nc`` collections, ``*_autoice.nc`` parts and product files that have a manifest beside them. Paths
+    that do not exist, and names that are not regular files (FIFOs, devices), are kept: they
+    fail as their own scene with 66. Duplicates (same resolved path) are dropped, keeping the
+    first.
     """
     out: list[Path] = []
     for raw in paths:

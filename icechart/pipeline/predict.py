@@ -144,9 +144,9 @@ def process_scene(
         Output directory (must exist; :func:`icechart.ops.batch.prepare_outdir` makes it).
     formats
         Comma list or iterable of ``netcdf, geotiff, shapefile, png, autoice``; default all but
-        ``autoice``. (``autoice`` makes this write the netCDF and the scene's unmasked AutoICE
-        part ``{id}_{model}_autoice.nc``; the AutoICE file itself is rebuilt once per run with
-        :func:`icechart.products.autoice.write_autoice`.)
+        ``autoice``. (``autoice`` makes this write the netCDF and the scene's unmasked AutoICE part
+        ``{id}_{model}_autoice.nc``; the AutoICE file itself is
+        rebuilt once per run with :func:`icechart.products.autoice.write_autoice`.)
     crs, resolution
         Projected products' CRS and GeoTIFF pixel size.
     tile_size
@@ -287,8 +287,8 @@ def predict_batch(
     strict: bool = False,
     progress: bool | None = False,
     verify: bool = False,
-    command: str | None = None,
     shard: str | None = None,
+    command: str | None = None,
 ) -> "BatchResult":
     """Predict every scene of ``inputs`` into ``outdir``: what ``icechart predict`` runs.
 
@@ -312,14 +312,15 @@ def predict_batch(
         Hold this lock file for the run (busy: 75 at once, or after ``lock_wait`` seconds).
     progress
         "scene k/n" lines on stderr; None: when stderr is a terminal.
+    shard
+        ``K/N`` (this run does the K-th of N stable parts of the scenes, by scene id) or
+        ``auto`` (from Slurm array or Kubernetes Indexed Job variables); None: every scene.
+        The last shard to finish merges the AutoICE file (:mod:`icechart.ops.shard`).
     verify
         Check the products of a skipped scene by their manifest sha256 (not only size and
         time); a missing or damaged product makes the scene redo.
     command
         Recorded in the netCDF history (default ``sys.argv``).
-    shard
-        ``K/N`` or ``auto``: only this shard's scenes (:mod:`icechart.ops.shard`); the last
-        shard to finish merges the AutoICE file and writes ``shards_{model}.json``.
 
     Returns
     -------
@@ -337,6 +338,7 @@ def predict_batch(
     """
     from icechart.model.load import load_model, resolve_device
     from icechart.ops.batch import SceneOutput, run_guarded, want_progress
+    from icechart.ops.shard import finish_run, select
     from icechart.products import parse_formats
     from icechart.products.warp import parse_crs
 
@@ -362,14 +364,12 @@ def predict_batch(
         )  # fmt: skip
         return SceneOutput(files, timings={k: v for k, v in timings.items() if isinstance(v, float)})
 
-    def merge() -> Any:
+    def merge() -> Path | None:
         if "autoice" in fm:
             from icechart.products.autoice import write_autoice
 
             return write_autoice(outdir, state["model"].model_id)
         return None
-
-    from icechart.ops.shard import finish_run, select
 
     part = select(inputs, shard)  # None without a shard
 

@@ -148,10 +148,10 @@ class TrainConfig:
             raise ValueError("need 0 <= momentum < 1, weight_decay >= 0 and 0 <= min_labelled <= 1")
         if min(self.sic_weight, self.sod_weight, self.floe_weight) < 0:
             raise ValueError("loss weights must be >= 0")
-        if self.workers < -1:
-            raise ValueError("`workers` must be >= 0, or -1 for auto")
-        if self.cache_workers < -1 or self.cache_workers == 0:
-            raise ValueError("`cache_workers` must be >= 1, or -1 for auto")
+        if not -1 <= self.workers <= 256:
+            raise ValueError("`workers` must lie in 0..256, or -1 for auto")
+        if not (self.cache_workers == -1 or 1 <= self.cache_workers <= 256):
+            raise ValueError("`cache_workers` must lie in 1..256, or -1 for auto")
         if self.amp_dtype not in ("float16", "bfloat16"):
             raise ValueError("`amp_dtype` must be float16 or bfloat16")
         if self.val_split not in ("shared", "per_run"):

@@ -134,6 +134,8 @@ def load_scene(path: Path, cfg: TrainConfig, cache: Path, *, full_labels: bool =
                     f"{path}: scene {scene.scene_id} has no labels (SIC/SOD/FLOE absent or all 255); "
                     "training needs labelled scenes"
                 )
+            for c in CHARTS:  # whole charts read once: Scene.labels refuses values outside the tables (65)
+                scene.labels(c)  # (a class index out of range would crash the loss; CUDA: device assert)
             if not fj.exists():
                 x = raw_features(scene, cfg.channels, factor=cfg.factor, method=cfg.downscale_method, interp=cfg.interp)
                 y = np.stack([downscale_labels(scene, c, factor=cfg.factor, method=cfg.label_method) for c in CHARTS])
