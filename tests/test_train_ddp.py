@@ -30,7 +30,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _torchrun(*args: str, timeout: int = 180) -> subprocess.CompletedProcess[str]:
+def _torchrun(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICECHART_")}
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -121,6 +121,11 @@ class _Dist:
             torch.distributed.destroy_process_group()
 
 
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 class _Progress:
     """A progress bar on a terminal, periodic log lines otherwise."""
 
@@ -356,7 +361,8 @@ def refuse_previous_run(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def train(
-    cfg: TrainConfig, *, resume: bool = False, progress: bool = True, overwrite: bool = False
+    cfg: TrainConfig, *, resume: bool = False, progress: bool = True, overwrite: bool = False,
+    keep_process_group: bool = False,
 ) -> RunResult:
     """Train one network.
 
@@ -370,6 +376,8 @@ def train(
         Show a progress bar (terminal) or periodic log lines.
     overwrite
         Replace a previous run in ``out`` (else OutputError unless ``resume``).
+    keep_process_group
+        Leave a DDP process group alive for a next run of the same process.
 
     Raises
     ------
@@ -390,7 +398,10 @@ def train(
     try:
         return _train(cfg, dist, resume=resume, progress=progress, t_start=t_start)
     finally:
-        dist.close()
+        # ``train_runs`` keeps the group for its next run: destroying and re-creating a process
+        # group on the same torchrun store hangs (seen with gloo, one run in three).
+        if not keep_process_group:
+            dist.close()
 
 
 def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_start: float) -> RunResult:
@@ -699,7 +710,12 @@ def train_runs(
         sub = cfg.replace(seed=cfg.seed + k, out=str(out / f"run-{k + 1}"), runs=1, cache_dir=cache, val_seed=val_seed)
         do_resume = resume and (Path(sub.out) / "last.pt").exists()
         logger.info("run %d/%d (seed %d%s)", k + 1, cfg.runs, sub.seed, "" if shared else ", its own validation split")
-        results.append(train(sub, resume=do_resume, progress=progress, overwrite=True))
+        try:
+            results.append(train(sub, resume=do_resume, progress=progress, overwrite=True, keep_process_group=True))
+        except BaseException:
+            _destroy_process_group()
+            raise
+    _destroy_process_group()  # one process group for all the runs
     summary = _summary(results)
     if not main:
         return results, summary
