@@ -180,8 +180,44 @@ def write_autoice(outdir: str | Path, model_id: str) -> Path | None:
                             raise BadDataError(f"{path}: lacks variable `{sid}_{chart}`; delete it and predict the scene again")
                         v = src.variables[f"{sid}_{chart}"]
                         v.set_auto_maskandscale(False)
-                        w = _create_chart(out, sid, chart, v.shape)
+                        lines, samples = v.shape
+                        w = _create_chart(out, sid, chart, (int(lines), int(samples)))
                         for r0 in range(0, v.shape[0], _ROWS):
                             w[r0 : r0 + _ROWS, :] = np.asarray(v[r0 : r0 + _ROWS, :], dtype=np.uint8)
     logger.info("wrote %s (%d scenes)", dest, len(scenes))
     return dest
+
+
+class AutoicePartSink:
+    """``{id}_{model}_autoice.nc``: the scene's part of the AutoICE file, from the unmasked
+    decisions of the row blocks (a sink of :data:`icechart.products.REGISTRY`).
+
+    Every netCDF-C/HDF5 call holds the HDF5 lock: the netCDF sink writes on a worker thread
+    at the same time, and HDF5 is not thread-safe (unlocked, the two crash the process)."""
+
+    stage = "autoice"
+
+    def __init__(self, ctx: Any) -> None:
+        from icechart.products.sinks import hdf5_lock
+
+        self.lock = hdf5_lock()
+        self.dest = Path(ctx.outdir) / part_name(ctx.scene.scene_id, ctx.model_id)
+        tmp = ctx.temporary(self.dest)
+        with self.lock:
+            self.part = PartWriter(tmp, scene_id=ctx.scene.scene_id, model_id=ctx.model_id, shape=ctx.prediction.shape)
+        ctx.stack.callback(self._abandon)
+
+    def _abandon(self) -> None:
+        with self.lock:
+            self.part.__exit__(None, None, None)
+
+    def add(self, block: Any) -> None:
+        if block.decision is None:
+            raise InternalError(f"{self.dest}: row block without the unmasked decisions")
+        with self.lock:
+            self.part.write(block.rows, block.decision)
+
+    def finish(self) -> list[Path]:
+        with self.lock:
+            self.part.close()
+        return [self.dest]

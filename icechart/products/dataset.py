@@ -9,6 +9,7 @@ notebooks, not for batches.
 from __future__ import annotations
 
 import logging
+from datetime import timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,8 +39,8 @@ def prediction_dataset(prediction: "Prediction", scene: "Scene", *, command: str
     """
     import xarray as xr
 
-    from icechart.products import uncertainty_attrs
-    from icechart.products.netcdf import CHART_VARIABLES, SE_VARIABLE, LatLonBlocks, chart_arrays, global_attrs, variable_attrs
+    from icechart.products import product_attrs
+    from icechart.products.netcdf import CHART_VARIABLES, SE_VARIABLE, LatLonBlocks, chart_arrays, variable_attrs
 
     lines, samples = scene.shape
     has_se = prediction.sic_se is not None
@@ -60,19 +61,14 @@ def prediction_dataset(prediction: "Prediction", scene: "Scene", *, command: str
         va = {k: v for k, v in attrs[n].items() if k not in ("_FillValue", "coordinates")}
         enc = {} if n == "status_flag" else {"_FillValue": FILL}
         data_vars[n] = xr.Variable(dims, a, va, encoding=enc)
-    gattrs = global_attrs(
-        scene_id=prediction.scene_id,
-        acquired=prediction.time,
-        model_id=prediction.model_id,
-        model_sha256=prediction.model_sha256,
-        input_name=scene.path.name,
-        input_sha256=None,
-        service=scene.service,
-        command=command,
-        extra=uncertainty_attrs(prediction),
-    )
-    return xr.Dataset(
+    gattrs = product_attrs(prediction, scene, model_id=prediction.model_id, input_sha256=None, command=command)
+    gattrs.update(geo.footprint())
+    t = np.datetime64(prediction.time.astimezone(timezone.utc).replace(tzinfo=None), "ns")
+    tattrs = {k: v for k, v in attrs["time"].items() if k not in ("units", "calendar")}
+    ds = xr.Dataset(
         data_vars,
-        coords={"lat": (dims, lat, attrs["lat"]), "lon": (dims, lon, attrs["lon"])},
+        coords={"lat": (dims, lat, attrs["lat"]), "lon": (dims, lon, attrs["lon"]), "time": ((), t, tattrs)},
         attrs=gattrs,
     )
+    ds["time"].encoding.update(units=attrs["time"]["units"], calendar=attrs["time"]["calendar"])
+    return ds

@@ -1,4 +1,5 @@
-"""Quicklook PNGs: one per chart, WMO colours, legend, scene id, acquisition time, model id.
+"""Quicklook PNGs: one per chart, WMO colours, legend, scene id, acquisition time, model id,
+and the not-for-navigation statement.
 
 The image is the netCDF chart at SAR geometry sampled every ``step`` pixels (so the long side
 of the PNG stays under 2000 px), collected while the row blocks stream past; it is drawn
@@ -27,6 +28,11 @@ LAND_RGB = (196, 170, 130)
 NODATA_RGB = (255, 255, 255)
 _LEGEND_W = 440
 _TITLE_H = 110
+
+
+def _unit_rgb(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
+    """0..255 RGB as matplotlib's 0..1 floats."""
+    return (rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
 
 
 class QuicklookCollector:
@@ -113,13 +119,14 @@ def write_quicklook(
         1 - 12 / fig_h,
         f"{_TITLES[chart]} - {scene_id}\n"
         f"acquired {acquired:%Y-%m-%d %H:%M:%S} UTC - model {model_id}\n"
-        f"SAR geometry (not north-up), " + (f"every {step} px of 80 m" if zoom == 1 else f"80 m px x{zoom}"),
+        f"SAR geometry (not north-up), " + (f"every {step} px of 80 m" if zoom == 1 else f"80 m px x{zoom}")
+        + "\nautomatic chart, not validated: NOT FOR NAVIGATION",
         va="top",
         ha="left",
         fontsize=12,
     )
-    handles = [Patch(facecolor=np.array(rgb) / 255, edgecolor="black", label=lab) for lab, rgb in _legend_labels(chart)]
-    handles.append(Patch(facecolor=np.array(LAND_RGB) / 255, edgecolor="black", label="land"))
+    handles = [Patch(facecolor=_unit_rgb(rgb), edgecolor="black", label=lab) for lab, rgb in _legend_labels(chart)]
+    handles.append(Patch(facecolor=_unit_rgb(LAND_RGB), edgecolor="black", label="land"))
     handles.append(Patch(facecolor="white", edgecolor="black", label="no data / invalid SAR"))
     note = LEGEND_NOTES.get(chart)
     title = _TITLES[chart]
