@@ -97,20 +97,20 @@ class UtilisationSampler:
 
 
 def _cfg(data: Path, out: Path, device: str, *, iterations: int, epochs: int, cache: Path, workers: int,
-         batch: int, patch: int, amp: bool) -> TrainConfig:  # fmt: skip
+         batch: int, patch: int, amp: bool, amp_dtype: str) -> TrainConfig:  # fmt: skip
     return TrainConfig(
         data=str(data), out=str(out), cache_dir=str(cache), n_val=0, epochs=epochs, iterations=iterations,
         batch_size=batch, patch_size=patch, factor=10, device=device, log_every=max(iterations, 1),
-        workers=workers, amp=amp, calibrate=False,
+        workers=workers, amp=amp, amp_dtype=amp_dtype, calibrate=False,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
 def run(device: str, data: Path, work: Path, *, iterations: int, epochs: int, workers: int, batch: int,
-        patch: int, amp: bool) -> dict[str, Any]:  # fmt: skip
+        patch: int, amp: bool, amp_dtype: str = "float16") -> dict[str, Any]:  # fmt: skip
     cache = work / f"cache-{device}"
     shutil.rmtree(cache, ignore_errors=True)
-    res: dict[str, Any] = {"device": device, "workers": workers, "amp": amp and device == "cuda"}
-    kw = dict(iterations=iterations, cache=cache, workers=workers, batch=batch, patch=patch, amp=amp)
+    res: dict[str, Any] = {"device": device, "workers": workers, "amp": amp and device == "cuda", "amp_dtype": amp_dtype}
+    kw = dict(iterations=iterations, cache=cache, workers=workers, batch=batch, patch=patch, amp=amp, amp_dtype=amp_dtype)
     # 1. cold cache: start-up time
     out = work / f"run-{device}-cold"
     shutil.rmtree(out, ignore_errors=True)
@@ -160,7 +160,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--patch", type=int, default=256)
     ap.add_argument("--no-amp", action="store_true", help="CUDA: float32 instead of mixed precision")
+    ap.add_argument("--amp-dtype", choices=["float16", "bfloat16"], default="float16")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="icechart-bench-"))
@@ -174,7 +176,8 @@ def main() -> None:
             raise SystemExit("--device cuda: no CUDA device is available")
         devices.remove("cuda")
     rows = [run(d, data, work, iterations=args.iterations, epochs=args.epochs, workers=args.workers,
-                batch=args.batch, patch=args.patch, amp=not args.no_amp) for d in devices]  # fmt: skip
+                batch=args.batch, patch=args.patch, amp=not args.no_amp, amp_dtype=args.amp_dtype)
+            for d in devices]  # fmt: skip
     print(f"scenes: {args.scenes} x {args.size}; batch {args.batch}, patch {args.patch}, Model 1 net; "
           f"torch threads {torch.get_num_threads()}")  # fmt: skip
     print(f"{'device':8} {'start-up (no cache)':>20} {'(cache)':>8} {'batch prep':>11} {'patches/s':>10} "
@@ -183,7 +186,11 @@ def main() -> None:
         util = "-" if r["gpu_util"] is None else f"{r['gpu_util']:.0f} %"
         print(f"{r['device']:8} {r['startup_s_no_cache']:19.2f}s {r['startup_s_cache']:7.2f}s "
               f"{r['batch_prep_s']:10.3f}s {r['patches_per_s']:10.2f} {100 * r['data_wait']:9.1f}% {util:>9}")  # fmt: skip
-    print(json.dumps({"scenes": args.scenes, "size": args.size, "iterations": args.iterations, "results": rows}))
+    doc = {"scenes": args.scenes, "size": args.size, "iterations": args.iterations, "batch": args.batch,
+           "patch": args.patch, "torch": torch.__version__, "results": rows}  # fmt: skip
+    print(json.dumps(doc))
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

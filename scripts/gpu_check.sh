@@ -10,11 +10,15 @@
 #            benchmarks/predict_scene.py's per-stage seconds on the GPU
 #
 # Usage: scripts/gpu_check.sh [STEP...]     (default: all four, in order)
+# Under a 10-minute limit per command, run it as two calls sharing WORK (scenes, cache, the
+# trained checkpoint), e.g. on the device machine (a git-ignored folder survives between calls):
+#   OUT=$OUT WORK=.gpu-check-work scripts/gpu_check.sh tests bench
+#   OUT=$OUT WORK=.gpu-check-work scripts/gpu_check.sh train predict
 # Environment: OUT (results folder; default ./gpu-check-out), DEVICE (cuda; cpu runs the same
 # plumbing on the CPU with tiny sizes for a dry run: DEVICE=cpu SIZE=600x600 SCENES=2 ITER=2
 # TRAIN_ITER=2 BATCH=2 PATCH=32), SIZE (5000x5000), SCENES (4), ITER (100 iterations per benchmark epoch),
 # EPOCHS (3; the first is a warm-up), TRAIN_ITER (500), BATCH and PATCH of the benchmark (16,
-# 256: the paper's), PY (python). Each step has its own
+# 256: the paper's), AMP_DTYPE (float16; bfloat16 needs no GradScaler), PY (python). Each step has its own
 # timeout; the figures go to $OUT/gpu_check.log and $OUT/*.json, a summary to stdout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,8 +32,10 @@ EPOCHS=${EPOCHS:-3}
 TRAIN_ITER=${TRAIN_ITER:-500}
 BATCH=${BATCH:-16}
 PATCH=${PATCH:-256}
+AMP_DTYPE=${AMP_DTYPE:-float16}
 W=${WORK:-$OUT/work}
 mkdir -p "$OUT" "$W"
+rm -f "$OUT"/train_throughput.json "$OUT"/train_metrics.jsonl "$OUT"/summary.txt
 LOG=$OUT/gpu_check.log
 STEPS=("$@")
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(tests bench train predict)
@@ -68,8 +74,8 @@ for s in "${STEPS[@]}"; do
     bench)
         scenes
         step bench 420 $PY benchmarks/train_throughput.py --device "$DEVICE" --scenes "$SCENES" --size "$SIZE" \
-            --iterations "$ITER" --epochs "$EPOCHS" --batch "$BATCH" --patch "$PATCH" --workdir "$W"
-        grep '^{' "$LOG" | tail -n 1 >"$OUT/train_throughput.json"
+            --iterations "$ITER" --epochs "$EPOCHS" --batch "$BATCH" --patch "$PATCH" --amp-dtype "$AMP_DTYPE" --workdir "$W" \
+            --json "$OUT/train_throughput.json"
         ;;
     train)
         scenes

@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -122,3 +123,24 @@ def test_label_out_of_class_range_is_65_naming_the_file(tmp_path: Path) -> None:
     assert r.exit_code == 65, r.output
     assert "20210311T101010_dmi_prep.nc: SOD holds 1 label(s) outside the classes 0..5 (e.g. 9" in r.output
     assert not list((tmp_path / "run").glob("*.safetensors"))
+
+
+def test_cold_cache_built_in_parallel_processes(tmp_path: Path) -> None:
+    from icechart.training.data import build_cache, load_all
+
+    d = tmp_path / "scenes"
+    d.mkdir()
+    paths = []
+    for k in range(3):
+        ds = make_scene((60, 50), seed=40 + k)
+        paths.append(d / ds.attrs["scene_id"])
+        write_scene(ds, paths[-1])
+    cfg = _cfg(tmp_path)
+    items = [(p, k == 2) for k, p in enumerate(paths)]
+    assert build_cache(items, cfg, tmp_path / "par", processes=2) == 3
+    assert build_cache(items, cfg, tmp_path / "par", processes=2) == 0  # warm: nothing to build
+    assert build_cache(items, cfg, tmp_path / "seq", processes=1) == 3
+    for a, b in zip(load_all(paths, cfg, tmp_path / "par"), load_all(paths, cfg, tmp_path / "seq")):
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.y, b.y)
+    assert len(list((tmp_path / "par").glob("*.full.npy"))) == 1

@@ -94,3 +94,30 @@ def test_real_cuda_oom_is_75(scenes: Path, tmp_path: Path) -> None:
                         "--set", "batch_size=64", "--set", "patch_size=1024", "--set", "filters=[256, 256]")  # fmt: skip
     assert code == 75, text
     assert "out of GPU memory in training" in text
+
+
+def test_training_step_never_syncs_with_the_host() -> None:
+    """Augmentation, loss and backward of a step run with CUDA sync debugging set to error:
+    any .item(), bool() or host copy of a device tensor would raise (11 did per step before)."""
+    from icechart.model.unet import build_net
+    from icechart.training.augment import AugmentSpec, augment_batch
+    from icechart.training.loss import multitask_loss
+
+    dev = torch.device("cuda")
+    net = build_net({"in_channels": 3, "filters": [8, 16], "sic_mode": "regression", "separate_decoders": False}).to(dev)
+    x = torch.randn(8, 3, 64, 64).pin_memory()
+    y = torch.randint(0, 6, (8, 3, 64, 64), dtype=torch.uint8)
+    y[:, :, :8] = 255
+    y = y.pin_memory()
+    gen = torch.Generator().manual_seed(0)
+    xd, yd = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            xa, ya = augment_batch(xd, yd, AugmentSpec(p=0.9), gen)
+            loss, terms = multitask_loss(net(xa), ya, as_tensors=True)
+            loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert float(loss) >= 0 and set(terms) == {"SIC", "SOD", "FLOE"}

@@ -115,7 +115,7 @@ def _cutmix(
     cy, cx = int(float(u[1]) * h), int(float(u[2]) * w)
     r0, r1 = max(cy - bh // 2, 0), min(cy + bh // 2 + 1, h)
     c0, c1 = max(cx - bw // 2, 0), min(cx + bw // 2 + 1, w)
-    perm = torch.randperm(n, generator=gen, device=gen.device).to(x.device)
+    perm = torch.randperm(n, generator=gen, device=gen.device).to(x.device, non_blocking=True)
     x, y = x.clone(), y.clone()
     x[:, :, r0:r1, c0:c1] = x[perm][:, :, r0:r1, c0:c1]
     y[:, :, r0:r1, c0:c1] = y[perm][:, :, r0:r1, c0:c1]

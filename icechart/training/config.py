@@ -105,10 +105,16 @@ class TrainConfig:
     seed: int = 0
     device: Device = "auto"
     amp: bool = True
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    """Mixed precision type on CUDA: float16 (with a GradScaler, whose overflow check reads one
+    flag from the GPU per step) or bfloat16 (no scaler, no per-step host sync; Ampere and later)."""
     channels_last: bool = True
     workers: int = -1
     """DataLoader worker processes assembling batches; -1: auto (CUDA: min(8, CPUs - 1); CPU: 0,
     the training thread draws them)."""
+    cache_workers: int = -1
+    """Processes building missing cache entries in a single-process run; -1: auto
+    (min(4, CPUs)). Under DDP every rank builds its share instead."""
     sync_batchnorm: bool = False
     """Under DDP on CUDA, synchronise batch-norm statistics across ranks (SyncBatchNorm)."""
     val_every: int = 1
@@ -148,6 +154,10 @@ class TrainConfig:
             raise ValueError("loss weights must be >= 0")
         if not -1 <= self.workers <= 256:
             raise ValueError("`workers` must lie in 0..256, or -1 for auto")
+        if not (self.cache_workers == -1 or 1 <= self.cache_workers <= 256):
+            raise ValueError("`cache_workers` must lie in 1..256, or -1 for auto")
+        if self.amp_dtype not in ("float16", "bfloat16"):
+            raise ValueError("`amp_dtype` must be float16 or bfloat16")
         if self.val_split not in ("shared", "per_run"):
             raise ValueError("`val_split` must be shared or per_run")
         if not 0 <= self.aug_prob <= 1:

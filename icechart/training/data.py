@@ -7,7 +7,8 @@ channels, factor and methods, and the version of the feature code
 (:mod:`icechart.training.cache`), so any run with the same inputs reuses them: the reference
 re-reads every scene at full resolution at each start-up (reference/method.md). Validation
 scenes also keep their full-resolution labels (to score at label resolution). Labels are
-checked against the class tables when an entry is built (65 naming the file).
+checked against the class tables as they are read (:meth:`icechart.io.scene.Scene.labels`: 65
+naming the file), so no entry holds a class index the loss cannot take.
 """
 
 from __future__ import annotations
@@ -259,6 +260,26 @@ def stream_seed(seed: int, rank: int, epoch: int, index: int, purpose: int = 0) 
     return int(ss.generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
+def _build_one(path: Path, full: bool, cfg: TrainConfig, cache: Path) -> None:
+    load_scene(path, cfg, cache, full_labels=full)
+
+
+def _build_in_processes(items: list[tuple[Path, bool]], cfg: TrainConfig, cache: Path, processes: int) -> int:
+    """Build entries in a pool of processes (fork: the parent's imports are shared); the first
+    failure in input order is raised, after the others finished."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
+        futures = [pool.submit(_build_one, p, f, cfg, cache) for p, f in items]
+        errors = [f.exception() for f in futures]
+    for exc in errors:
+        if exc is not None:
+            raise exc
+    return len(items)
+
+
 CACHE_STALL_S = 1800.0
 """A rank waiting for the others' cache entries gives up after this long without a new entry."""
 
@@ -280,6 +301,7 @@ def build_cache(
     rank: int = 0,
     world: int = 1,
     stall: float | None = None,
+    processes: int = 1,
 ) -> int:
     """Build the missing cache entries of ``items`` (``(path, full_labels)``), rank ``rank``
     of ``world`` building every ``world``-th one, then wait until every rank's share exists.
@@ -287,7 +309,8 @@ def build_cache(
     The wait is sized to the work, not to a collective's timeout: it lasts as long as new
     entries keep appearing, and fails after ``stall`` seconds (:data:`CACHE_STALL_S`) without
     one (75). A rank that cannot build its entry leaves a marker, so the others stop waiting
-    and fail with the same error. Returns the number of entries this rank built.
+    and fail with the same error. A single process (``world`` 1) builds its missing entries
+    with ``processes`` worker processes. Returns the number of entries this rank built.
 
     Raises
     ------
@@ -311,6 +334,13 @@ def build_cache(
 
     built = 0
     t0 = time.perf_counter()
+    if world == 1 and processes > 1:
+        missing = [(p, f) for p, f in items if not ready(p, f)[1]]
+        if len(missing) > 1:
+            built = _build_in_processes(missing, cfg, cache, min(processes, len(missing)))
+            logger.info("built %d cache entries with %d processes in %.1f s", built, min(processes, len(missing)),
+                        time.perf_counter() - t0)  # fmt: skip
+            return built
     for path, full in items[rank::world]:
         key, ok = ready(path, full)
         if ok:

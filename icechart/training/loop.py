@@ -11,7 +11,9 @@ on CUDA, so the copies to the device are asynchronous) from per-batch random str
 by (seed, rank, epoch, batch) (:class:`icechart.training.data.PatchSampler`): ranks draw
 different patches, and ``--resume`` continues every rank's streams exactly. The step itself
 never waits for the device: loss terms are summed on the device and read at logging
-intervals only; the share of the epoch spent waiting for data is recorded per epoch.
+intervals only (with ``amp_dtype = "float16"`` the GradScaler still reads its overflow flag
+each step; ``bfloat16`` needs no scaler); the share of the epoch spent waiting for data is
+recorded per epoch.
 
 DDP: the cold cache is built by all ranks in parallel, each its share, with a wait sized to
 the work (:func:`icechart.training.data.build_cache`); ``sync_batchnorm`` on CUDA; only rank 0
@@ -118,6 +120,11 @@ class _Dist:
     def close(self) -> None:
         if self.active and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 class _Progress:
@@ -358,7 +365,8 @@ def refuse_previous_run(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def train(
-    cfg: TrainConfig, *, resume: bool = False, progress: bool = True, overwrite: bool = False
+    cfg: TrainConfig, *, resume: bool = False, progress: bool = True, overwrite: bool = False,
+    keep_process_group: bool = False,
 ) -> RunResult:
     """Train one network.
 
@@ -372,6 +380,8 @@ def train(
         Show a progress bar (terminal) or periodic log lines.
     overwrite
         Replace a previous run in ``out`` (else OutputError unless ``resume``).
+    keep_process_group
+        Leave a DDP process group alive for a next run of the same process.
 
     Raises
     ------
@@ -392,7 +402,10 @@ def train(
     try:
         return _train(cfg, dist, resume=resume, progress=progress, t_start=t_start)
     finally:
-        dist.close()
+        # ``train_runs`` keeps the group for its next run: destroying and re-creating a process
+        # group on the same torchrun store hangs (seen with gloo, one run in three).
+        if not keep_process_group:
+            dist.close()
 
 
 def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_start: float) -> RunResult:
@@ -435,8 +448,9 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
     t0 = time.perf_counter()
     # Every rank builds its share of a cold cache and waits (as long as entries keep coming) for
     # the others' shares; the collective barrier after it is then immediate.
+    procs = cfg.cache_workers if cfg.cache_workers > 0 else min(4, os.cpu_count() or 1)
     build_cache([(p, False) for p in train_p] + [(p, True) for p in val_p], cfg, cache,
-                rank=dist.rank, world=dist.world)  # fmt: skip
+                rank=dist.rank, world=dist.world, processes=procs)  # fmt: skip
     train_s = load_all(train_p, cfg, cache)
     val_s = load_all(val_p, cfg, cache, full_labels=True)
     dist.barrier()
@@ -478,7 +492,8 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
                 " (AMP, channels-last)" if amp else "")
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_epochs * cfg.iterations)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)  # bf16 needs none
     sampler = PatchSampler(train_s, patch=cfg.patch_size, min_labelled=cfg.min_labelled, seed=cfg.seed, rank=dist.rank,
                            stem_factor=cfg.factor if cfg.stem else 0)
     gen = torch.Generator(device="cpu")
@@ -552,7 +567,7 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
                     gen.manual_seed(stream_seed(cfg.seed, dist.rank, epoch, it, 1))
                     x, y = augment_batch(x, y, spec, gen)
                 x = x.contiguous(memory_format=mem_format)
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
                     outputs = model(x)
                 loss, terms = multitask_loss(outputs, y, weights=weights, sic_mode=cfg.sic_mode, as_tensors=True)
                 opt.zero_grad(set_to_none=True)
@@ -722,7 +737,12 @@ def train_runs(
         sub = cfg.replace(seed=cfg.seed + k, out=str(out / f"run-{k + 1}"), runs=1, cache_dir=cache, val_seed=val_seed)
         do_resume = resume and (Path(sub.out) / "last.pt").exists()
         logger.info("run %d/%d (seed %d%s)", k + 1, cfg.runs, sub.seed, "" if shared else ", its own validation split")
-        results.append(train(sub, resume=do_resume, progress=progress, overwrite=True))
+        try:
+            results.append(train(sub, resume=do_resume, progress=progress, overwrite=True, keep_process_group=True))
+        except BaseException:
+            _destroy_process_group()
+            raise
+    _destroy_process_group()  # one process group for all the runs
     summary = _summary(results)
     if not main:
         return results, summary
