@@ -33,6 +33,7 @@ EXIT_CODES = {
     130: "interrupted (SIGINT)",
     143: "terminated (SIGTERM)",
 }
+LIBRARY_LOGGERS = ("rasterio", "fiona", "pyogrio", "netCDF4", "h5py", "PIL", "matplotlib", "pyproj", "shapely")
 EXIT_EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {k:>3}  {v}" for k, v in EXIT_CODES.items())
 
 
@@ -67,6 +68,16 @@ def configure_logging(verbosity: int, *, log_file: str | None = None, fmt: str =
     for h in handlers:
         h.setFormatter(formatter)
         root.addHandler(h)
+    # GDAL (rasterio, fiona, pyogrio), netCDF and imaging libraries log their own errors; Python's
+    # last-resort handler would print them raw on stderr. They go through our handlers, and
+    # only with -v: the failure itself reaches the user as the one-line error of its exit code.
+    for name in LIBRARY_LOGGERS:
+        lib = logging.getLogger(name)
+        lib.handlers.clear()
+        lib.propagate = False
+        lib.setLevel(level if verbosity > 0 else logging.CRITICAL + 1)
+        for h in handlers:
+            lib.addHandler(h)
 
 
 def _version_message() -> str:

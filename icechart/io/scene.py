@@ -121,7 +121,7 @@ class Scene:
         if n is not None:
             bad = (raw != FILL) & ((raw < 0) | (raw >= n))
             if bad.any():
-                v = raw[bad].flat[0]
+                v = raw[bad].flat[0].item()
                 raise BadDataError(
                     f"{self.path}: label `{chart}` holds {v!r}, not a class 0..{n - 1} of the "
                     f"{chart} table nor {FILL} (no label); not an AI4Arctic label file?"

@@ -380,7 +380,7 @@ def write_products(
                 simplify=0.5 * res if simplify is None else float(simplify),
             )
             tmpdir = Path(tempfile.mkdtemp(prefix=temp_prefix("shp"), dir=outdir))
-            register_temporary(tmpdir)  # a signal removes it too
+            register_temporary(tmpdir, outdir / f"{stem}_sigrid3.shp")  # a signal removes it too
             stack.callback(forget_temporary, tmpdir)
             stack.callback(shutil.rmtree, tmpdir, True)
             try:

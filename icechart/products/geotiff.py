@@ -57,16 +57,25 @@ def _profile(data: np.ndarray, grid: Any, **extra: Any) -> dict[str, Any]:
 
 
 def _finish(dst: Any, data: np.ndarray, tags: dict[str, str] | None, overviews: bool) -> None:
-    """Dataset tags and nearest-neighbour overviews (class values must not be averaged)."""
-    from rasterio.enums import Resampling
-
+    """Dataset tags (the overviews come after closing: :func:`_build_overviews`)."""
     if tags:
         dst.update_tags(**tags)
-    if overviews:
-        factors = [f for f in (2, 4, 8, 16) if min(data.shape) // f >= TILE // 2]
-        if factors:
-            dst.build_overviews(factors, Resampling.nearest)
-            dst.update_tags(ns="rio_overview", resampling="nearest")
+
+
+def _build_overviews(path: Path, data: np.ndarray, overviews: bool) -> None:
+    """Nearest-neighbour overviews (class values must not be averaged), built on the closed and
+    reopened file: GDAL crashes (SIGSEGV) when it builds overviews in the writing dataset over
+    tiles whose writes failed on a full disk (it reads the lost tiles back; found on a tiny
+    tmpfs, issue 16). Closing first turns such a failure into an exception before that."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    factors = [f for f in (2, 4, 8, 16) if min(data.shape) // f >= TILE // 2]
+    if not overviews or not factors:
+        return
+    with rasterio.open(path, "r+") as dst:
+        dst.build_overviews(factors, Resampling.nearest)
+        dst.update_tags(ns="rio_overview", resampling="nearest")
 
 
 def write_geotiff(
@@ -96,8 +105,10 @@ def write_geotiff(
     import rasterio
     from rasterio.enums import ColorInterp
 
+    from icechart.errors import native_stderr
+
     profile = _profile(data, grid, predictor=1, photometric="palette")
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
+    with native_stderr(), rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(data, 1)
             dst.write_colormap(1, colormap(chart))
@@ -112,6 +123,7 @@ def write_geotiff(
                 values=values + f", {FILL}=no data",
             )
             _finish(dst, data, tags, overviews)
+        _build_overviews(path, data, overviews)
 
 
 def _description(chart: str) -> str:
@@ -145,10 +157,13 @@ def write_layer_geotiff(
     """
     import rasterio
 
+    from icechart.errors import native_stderr
+
     profile = _profile(data, grid, predictor=2)  # continuous values: horizontal differencing
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
+    with native_stderr(), rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(data, 1)
             dst.set_band_description(1, LAYER_DESCRIPTIONS.get(name, name))
             dst.update_tags(1, units="%", layer=name)
             _finish(dst, data, tags, overviews)
+        _build_overviews(path, data, overviews)
