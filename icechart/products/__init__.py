@@ -389,6 +389,13 @@ def write_products(
                 from icechart.atomic import os_error
 
                 raise os_error(exc, outdir / f"{stem}_sigrid3.shp") from exc
+            except Exception as exc:  # GDAL's write errors on a full disk: 74 naming the shapefile
+                from icechart.atomic import fault_error
+
+                fault = fault_error(exc, outdir / f"{stem}_sigrid3.shp")
+                if fault is not None:
+                    raise fault from exc
+                raise
             for ext in sigrid3.SHAPEFILE_PARTS:
                 dest = outdir / f"{stem}_sigrid3{ext}"
                 src = tmpdir / dest.name
