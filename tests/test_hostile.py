@@ -484,3 +484,33 @@ def test_claimed_scene_is_left_to_its_holder(base: dict, tmp_path: Path) -> None
     res = B.run_batch([scene], _writer(out), outdir=out, model_id="m", model_sha256=None, options={}, device="cpu")
     assert res.results[0].status == "ok"
     assert not [p for p in out.iterdir() if p.name.startswith(".claim-")]
+
+
+# -- score refuses what it cannot score ---------------------------------------------------------
+@pytest.mark.parametrize(("chart", "edit", "words"), [
+    ("SIC", "drop-units", "percent without `units"),
+    ("SOD", "17", "not a class 0..5"),
+])
+def test_score_refuses_out_of_table_predictions(base: dict, tmp_path: Path, chart: str, edit: str, words: str) -> None:
+    out = tmp_path / "out"
+    r = _invoke("predict", str(base["scene"]), "-o", str(out), "--model", str(base["model"]), "--device", "cpu",
+                "--formats", "netcdf")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    nc = next(out.glob("*.nc"))
+    with netCDF4.Dataset(nc, "a") as ds:
+        v = ds.variables[chart]
+        if edit == "drop-units":
+            v.delncattr("units")
+            v.set_auto_maskandscale(False)
+            a = v[:]
+            a[0, 0] = 40
+            v[:] = a
+        else:
+            v.set_auto_maskandscale(False)
+            a = v[:]
+            a[0, 0] = 17
+            v[:] = a
+    r = CliRunner().invoke(cli, ["score", "--labels", str(base["scene"]), str(nc)])
+    assert r.exit_code == 65, r.output
+    line = _one_error_line(r.output)
+    assert words in line and str(nc) in line
