@@ -514,3 +514,38 @@ def test_score_refuses_out_of_table_predictions(base: dict, tmp_path: Path, char
     assert r.exit_code == 65, r.output
     line = _one_error_line(r.output)
     assert words in line and str(nc) in line
+
+
+def test_library_error_on_a_full_disk_is_74_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import icechart.atomic as A
+    from icechart.errors import OutputIOError
+
+    monkeypatch.setattr(A, "_free_bytes", lambda d: 0)
+    dest = tmp_path / "x.nc"
+    with pytest.raises(OutputIOError, match=r"x\.nc: I/O error while writing \(disk full.*HDF error"):
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("NetCDF: HDF error")
+    monkeypatch.setattr(A, "_free_bytes", lambda d: 10 * 2**30)
+    with pytest.raises(RuntimeError):  # with room left, a library error stays what it is (a bug: 70)
+        with atomic_path(dest) as tmp:
+            raise RuntimeError("NetCDF: HDF error")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_signal_during_startup_imports_is_its_code_not_0_or_134(base: dict, tmp_path: Path) -> None:
+    import signal
+
+    out = tmp_path / "out"
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)):
+        p = subprocess.Popen(
+            [sys.executable, "-m", "icechart", "predict", str(base["scene"]), "-o", str(out), "--model",
+             str(base["model"]), "--device", "cpu"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(0.4)  # inside the imports (click, numpy, xarray, torch)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode in (code, -int(sig)), err  # -N only if it came before Python started
+        assert "Traceback" not in err
+        assert not out.exists() or not [q for q in out.iterdir()]
