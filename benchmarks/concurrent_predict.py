@@ -17,6 +17,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from _fixtures import scenes_and_model
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,14 +30,7 @@ def main() -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="icechart-concurrent-"))
     py = sys.executable
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    scenes = work / "scenes"
-    if not scenes.exists():
-        subprocess.run([py, "-m", "icechart", "-q", "synth", str(scenes), "--scenes", str(args.scenes), "--size",
-                        args.size, "--seed", "8"], check=True, env=env)
-    model = work / "m.safetensors"
-    if not model.exists():
-        subprocess.run([py, "-c", f"from icechart.testing import random_checkpoint; random_checkpoint({str(model)!r})"],
-                       check=True, env=env)
+    scenes, model = scenes_and_model(work, n=args.scenes, size=args.size, seed=8, env=env)
     failures = 0
     for rep in range(args.repeat):
         out = work / f"out{rep}"

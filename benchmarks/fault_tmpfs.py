@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _fixtures import scenes_and_model
+
 PAGE = 4096
 STAGES = ("netcdf", "geotiff", "shapefile", "png", "manifest")
 
@@ -54,14 +56,7 @@ def main() -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="icechart-fault-"))
     py = sys.executable
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    scenes = work / "scenes"
-    if not scenes.exists():
-        subprocess.run([py, "-m", "icechart", "-q", "synth", str(scenes), "--scenes", "1", "--size", args.size,
-                        "--seed", "3"], check=True, env=env)
-    model = work / "m.safetensors"
-    if not model.exists():
-        subprocess.run([py, "-c", f"from icechart.testing import random_checkpoint; random_checkpoint({str(model)!r})"],
-                       check=True, env=env)
+    scenes, model = scenes_and_model(work, n=1, size=args.size, seed=3, env=env)
     mnt = Path(args.mount)
     mnt.mkdir(parents=True, exist_ok=True)
 

@@ -24,6 +24,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from _fixtures import scenes_and_model
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -58,14 +60,7 @@ def main() -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="icechart-signals-"))
     py = sys.executable
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    scenes = work / "scenes"
-    if not scenes.exists():
-        subprocess.run([py, "-m", "icechart", "-q", "synth", str(scenes), "--scenes", str(args.scenes), "--size",
-                        args.size, "--seed", "4"], check=True, env=env)
-    model = work / "m.safetensors"
-    if not model.exists():
-        subprocess.run([py, "-c", f"from icechart.testing import random_checkpoint; random_checkpoint({str(model)!r})"],
-                       check=True, env=env)
+    scenes, model = scenes_and_model(work, n=args.scenes, size=args.size, seed=4, env=env)
 
     def cmd(out: Path) -> list[str]:
         return [py, "-m", "icechart", "-q", "predict", str(scenes), "-o", str(out), "--model", str(model),

@@ -44,15 +44,20 @@ def remove_temporaries() -> None:
     """Remove every temporary file still open in this process (signal handlers call this)."""
     for p in list(_LIVE):
         try:
-            if p.is_dir() and not p.is_symlink():
-                for q in p.iterdir():
-                    q.unlink(missing_ok=True)
-                p.rmdir()
-            else:
-                p.unlink(missing_ok=True)
+            _remove(p)
         except OSError:
             pass
         _LIVE.discard(p)
+
+
+def _remove(p: Path) -> None:
+    """Remove a temporary file, or a flat temporary directory and its files."""
+    if p.is_dir() and not p.is_symlink():
+        for q in p.iterdir():
+            q.unlink(missing_ok=True)
+        p.rmdir()
+    else:
+        p.unlink(missing_ok=True)
 
 
 def register_temporary(path: Path, dest: Path | None = None) -> None:
@@ -100,12 +105,7 @@ def remove_stale_temporaries(directory: str | Path) -> list[str]:
         if not m or _alive(int(m.group(1))):
             continue
         try:
-            if p.is_dir() and not p.is_symlink():
-                for q in p.iterdir():
-                    q.unlink(missing_ok=True)
-                p.rmdir()
-            else:
-                p.unlink(missing_ok=True)
+            _remove(p)
             removed.append(p.name)
         except OSError as exc:
             logger.warning("%s: cannot remove a stale temporary file (%s)", p, exc.strerror or exc)

@@ -434,9 +434,13 @@ def _run_one(
         res.peak_rss_mib = _peak_rss_mib()
         return res
     res.scene_id = scene_id
-    if scene_id is None:
+
+    def attempt() -> SceneResult:
         return _attempt(path, process, res, ident, out=out, model_id=model_id, model_sha256=model_sha256,
                         options=options, overwrite=overwrite, strict=strict, seen_ids=seen_ids, verify=verify)
+
+    if scene_id is None:
+        return attempt()
     with claim(out, f"{scene_id}_{model_id}") as mine:
         if not mine:
             res.status = "skipped"
@@ -445,8 +449,7 @@ def _run_one(
             res.peak_rss_mib = _peak_rss_mib()
             seen_ids.setdefault(scene_id, path)
             return res
-        return _attempt(path, process, res, ident, out=out, model_id=model_id, model_sha256=model_sha256,
-                        options=options, overwrite=overwrite, strict=strict, seen_ids=seen_ids, verify=verify)
+        return attempt()
 
 
 def _attempt(

@@ -108,8 +108,8 @@ def handle_signals() -> Iterator[None]:
         remove_temporaries()
         raise
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def check() -> None:
