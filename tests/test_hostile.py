@@ -549,3 +549,38 @@ def test_signal_during_startup_imports_is_its_code_not_0_or_134(base: dict, tmp_
         assert p.returncode in (code, -int(sig)), err  # -N only if it came before Python started
         assert "Traceback" not in err
         assert not out.exists() or not [q for q in out.iterdir()]
+
+
+def test_impossible_date_and_text_fill_are_named_not_truncated(base: dict, tmp_path: Path) -> None:
+    def bad_fill(ds) -> None:
+        ds[C.PRIMARY].attrs["variable_fill_value"] = "minus nine"
+
+    scene = _modified_scene(base, tmp_path, bad_fill)
+    r = _invoke("info", str(scene))
+    assert r.exit_code == 65 and "is not a number" in _one_error_line(r.output)
+    assert "truncated" not in r.output
+    bad_date = tmp_path / "20211399T256199_dmi_prep.nc"
+    ds = base["ds"].copy()
+    ds.attrs["scene_id"] = bad_date.name
+    write_scene(ds, bad_date)
+    r = _invoke("info", str(bad_date))
+    assert r.exit_code == 65 and "impossible date" in _one_error_line(r.output)
+
+
+def test_pickled_pt_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
+    import pickle
+
+    import torch
+
+    class Payload:
+        def __reduce__(self):  # would run `touch` when unpickled
+            return (os.system, (f"touch {tmp_path / 'RAN'}",))
+
+    pt = tmp_path / "evil.pt"
+    torch.save({"model": Payload(), "meta": "{}"}, pt, pickle_module=pickle)
+    from icechart.errors import ModelError
+    from icechart.model.checkpoint import read_checkpoint
+
+    with pytest.raises(ModelError, match="not a weights-only checkpoint") as ei:
+        read_checkpoint(pt)
+    assert "\n" not in ei.value.message and not (tmp_path / "RAN").exists()
