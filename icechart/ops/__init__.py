@@ -1,9 +1,12 @@
 """Operations: unattended, safe runs from cron (locks, manifests, batches, signals).
 
-* :mod:`icechart.ops.lock` -- ``--lock FILE``: an ``flock`` lock that dies with the process.
-* :mod:`icechart.ops.manifest` -- ``{id}_{model}.manifest.json``, written last; rerun skipping.
+* :mod:`icechart.ops.lock` -- ``--lock FILE``: an ``flock`` lock that dies with the process;
+  per-scene claims (``OUT/.claim-{id}_{model}``) so concurrent runs share one OUT.
+* :mod:`icechart.ops.manifest` -- ``{id}_{model}.manifest.json``, written last; rerun skipping,
+  product damage checks (size and mtime, sha256 with ``--verify``), the input's identity.
 * :mod:`icechart.ops.batch` -- many scenes per call, each ok/skipped/failed independently.
-* :mod:`icechart.ops.signals` -- SIGINT/SIGTERM remove temporary files and exit 130/143.
+* :mod:`icechart.ops.signals` -- SIGINT/SIGTERM/SIGHUP remove temporary files and exit
+  130/143/129.
 """
 
 from icechart.ops.batch import (
@@ -17,7 +20,7 @@ from icechart.ops.batch import (
     run_guarded,
     want_progress,
 )
-from icechart.ops.lock import run_lock
+from icechart.ops.lock import claim, run_lock
 from icechart.ops.manifest import (
     build_manifest,
     complete_scenes,
@@ -37,6 +40,7 @@ __all__ = [
     "SceneResult",
     "SignalExit",
     "build_manifest",
+    "claim",
     "collect_scenes",
     "complete_scenes",
     "handle_signals",

@@ -2,9 +2,10 @@
 
 :func:`run_batch` calls a per-scene function (``process(path) -> product files`` or a
 :class:`SceneOutput`) for each input in order, skips scenes whose manifest matches this run,
-refuses to replace a different product without ``overwrite`` (73), writes each scene's
-manifest last, removes the files of a failed attempt, and logs one summary line per
-scene on stderr (scene id, status, seconds, device, peak memory, input file). A failure in one
+refuses to replace a different product without ``overwrite`` (73), makes a scene again whose
+products are missing or damaged, writes each scene's manifest last, removes the files of a
+failed attempt (putting a replaced set back), skips scenes another live run has claimed, and
+logs one summary line per scene on stderr (scene id, status, seconds, device, peak memory, input file). A failure in one
 scene never stops the others; the batch's exit code is the code of the first failing scene in
 input order (contract.md "Exit codes").
 """
