@@ -5,9 +5,9 @@
 refuses to replace a different product without ``overwrite`` (73), makes a scene again whose
 products are missing or damaged, writes each scene's manifest last, removes the files of a
 failed attempt (putting a replaced set back), skips scenes another live run has claimed, and
-logs one summary line per scene on stderr (scene id, status, seconds, device, peak memory, input file). A failure in one
-scene never stops the others; the batch's exit code is the code of the first failing scene in
-input order (contract.md "Exit codes").
+logs one summary line per scene on stderr (scene id, status, seconds, device, peak memory,
+input file). A failure in one scene never stops the others; the batch's exit code is the code
+of the first failing scene in input order (contract.md "Exit codes").
 """
 
 from __future__ import annotations
