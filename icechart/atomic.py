@@ -223,10 +223,6 @@ def atomic_path(dest: str | Path, *, suffix: str | None = None) -> Iterator[Path
     _DEST[tmp] = dest
     try:
         yield tmp
-        if _free_bytes(dest.parent) == 0:
-            # Some writers (libtiff's seeks) report a full disk only as text and carry on: a
-            # file finished with not one byte left may be truncated. Never rename it into place.
-            raise OutputIOError(f"{dest}: I/O error while writing (disk full: 0 bytes left, the file may be truncated)")
         # mkstemp creates 0600; products are for other users and systems: honour the umask.
         if tmp.exists():
             os.chmod(tmp, 0o666 & ~_umask())

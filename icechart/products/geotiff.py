@@ -62,6 +62,21 @@ def _finish(dst: Any, data: np.ndarray, tags: dict[str, str] | None, overviews: 
         dst.update_tags(**tags)
 
 
+def _check_not_full(path: Path) -> None:
+    """ENOSPC when the file system of ``path`` has not one byte left after a GeoTIFF was
+    written: libtiff reports a full disk on some writes only as text ("_tiffSeekProc: No space
+    left on device.") and GDAL carries on, so such a file may be truncated without an error."""
+    import errno
+    import os
+
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return
+    if st.f_bavail == 0:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
 def _build_overviews(path: Path, data: np.ndarray, overviews: bool) -> None:
     """Nearest-neighbour overviews (class values must not be averaged), built on the closed and
     reopened file: GDAL crashes (SIGSEGV) when it builds overviews in the writing dataset over
@@ -124,6 +139,7 @@ def write_geotiff(
             )
             _finish(dst, data, tags, overviews)
         _build_overviews(path, data, overviews)
+        _check_not_full(path)
 
 
 def _description(chart: str) -> str:
@@ -167,3 +183,4 @@ def write_layer_geotiff(
             dst.update_tags(1, units="%", layer=name)
             _finish(dst, data, tags, overviews)
         _build_overviews(path, data, overviews)
+        _check_not_full(path)
