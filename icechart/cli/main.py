@@ -191,22 +191,28 @@ _register()
 
 def main() -> None:  # pragma: no cover - console entry
     _signals.install()
+    code: int = 0
     try:
-        cli(prog_name="icechart")
-        code: int = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        try:
+            cli(prog_name="icechart")
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except SystemExit as exc:  # a signal while leaving the command
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        _signals.quiet()
     signum = _signals.received()
-    if signum is None:
-        sys.exit(code)
-    # A signal arrived: its code wins, even if something on the way swallowed it, and the
-    # process leaves without running native finalisers of half-imported libraries.
-    code = 128 + signum
-    _signals.remove_temporaries()
+    if signum is not None:
+        # A signal arrived: its code wins, even if something on the way swallowed it or it came
+        # after the work was done.
+        code = 128 + signum
+        _signals.remove_temporaries()
     try:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
     except Exception:
         pass
+    # Leave without interpreter finalisation: native libraries (torch, HDF5, GDAL) half
+    # imported or still running threads could abort there (a C++ terminate, exit 134).
     os._exit(code)
