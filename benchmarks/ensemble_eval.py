@@ -195,8 +195,8 @@ def big_scene(work: Path, size: int) -> Path:
 def timing(work: Path, ens_dir: Path, counts: list[int], size: int, device: str) -> list[dict[str, Any]]:
     import torch
 
-    from icechart.infer.predict import load_model
-    from icechart.infer.run import process_scene
+    from icechart.model.load import load_model
+    from icechart.pipeline.predict import process_scene
     from icechart.model.checkpoint import load_checkpoint, save_checkpoint
     from icechart.model.ensemble import read_manifest, write_manifest
     from icechart.model.unet import build_net
@@ -266,7 +266,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    from icechart.infer.predict import load_model
+    from icechart.model.load import load_model
     from icechart.model.ensemble import read_manifest
 
     work = Path(args.workdir)

@@ -35,10 +35,10 @@ def stage_of(name: str) -> str:
         return "manifest"
     if name.endswith(".nc"):
         return "netcdf"
-    if name.endswith(".tif"):
-        return "geotiff"
     if "_sigrid3." in name:
         return "shapefile"
+    if name.endswith((".tif", ".tif.aux.xml", ".qml")):  # a GeoTIFF and its sidecars
+        return "geotiff"
     return "png"
 
 

@@ -92,7 +92,7 @@ def generate(cache: Path, n_scenes: int, size: int) -> list[Path]:
 def _score_child(cache: str) -> None:
     import resource
 
-    from icechart.io.predictions import score_paths
+    from icechart.pipeline.score import score_paths
 
     t0 = time.perf_counter()
     report = score_paths([Path(cache) / "refs"], [Path(cache) / "preds"])

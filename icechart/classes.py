@@ -18,6 +18,7 @@ Chart = Literal["SIC", "SOD", "FLOE"]
 CHARTS: tuple[Chart, ...] = ("SIC", "SOD", "FLOE")
 
 # SIC class k means k x 10 % (0..10).
+SIC_PERCENT_PER_CLASS = 10
 SIC_NAMES = tuple(f"{10 * k}%" for k in range(11))
 SOD_NAMES = (
     "open_water",
@@ -41,6 +42,30 @@ N_CLASSES: dict[str, int] = {chart: len(names) for chart, names in CLASS_NAMES.i
 
 # Combined AutoICE score weights: (2 SIC + 2 SOD + 1 FLOE) / 5 (ai4arctic.md).
 SCORE_WEIGHTS: dict[str, int] = {"SIC": 2, "SOD": 2, "FLOE": 1}
+
+# --- Status flag of the products (contract.md "Products"): why a pixel has no chart value ------
+STATUS_LAND = 1
+STATUS_INVALID = 2
+STATUS_OUTSIDE = 4
+"""Bits of ``status_flag``: land, invalid SAR, outside the swath (invalid SAR connected to the
+left or right image edge along its line; such pixels also carry :data:`STATUS_INVALID`)."""
+STATUS_MEANINGS = "land invalid_sar outside_swath"
+"""CF ``flag_meanings`` of the bits, in bit order."""
+
+
+def sic_to_percent(classes: np.ndarray) -> np.ndarray:
+    """uint8 SIC percent (0, 10, ..., 100) from SIC classes 0..10; :data:`FILL` stays FILL."""
+    c = np.asarray(classes)
+    pct = c.astype(np.uint8) * np.uint8(SIC_PERCENT_PER_CLASS)
+    pct[c == FILL] = FILL
+    return pct
+
+
+def sic_from_percent(percent: np.ndarray) -> np.ndarray:
+    """uint8 SIC classes 0..10 from percent (integer division by 10); :data:`FILL` stays FILL."""
+    a = np.asarray(percent)
+    return np.where(a == FILL, FILL, a // SIC_PERCENT_PER_CLASS).astype(np.uint8)
+
 
 CLASS_TABLE_VERSION = "ai4arctic-v1"
 """Identifies these tables in model metadata; a checkpoint with another version is refused."""

@@ -45,6 +45,10 @@ class ModelError(IcechartError):
     exit_code = 69
 
 
+class DeviceError(ModelError):
+    """The requested device (``--device cuda``) is not available: 69 in every command."""
+
+
 class InternalError(IcechartError):
     """A bug: something that should not happen (EX_SOFTWARE)."""
 

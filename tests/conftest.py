@@ -30,3 +30,11 @@ def scene_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = d / f"{ds.attrs['scene_id']}"
     write_scene(ds, path)
     return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every SIGRID-3 chart the tests write is checked: a valid coverage whose union is the
+    charted area, and consistent egg codes (icechart.products.sigrid3.VERIFY)."""
+    from icechart.products import sigrid3
+
+    sigrid3.VERIFY = True

@@ -55,19 +55,20 @@ def test_predict_all_formats_skip_refuse_overwrite(data: dict, tmp_path: Path) -
     assert len([n for n in names if n.endswith(".tif")]) == 3
     assert len([n for n in names if n.endswith(".png")]) == 3
     assert len([n for n in names if n.endswith(".nc")]) == 1
-    assert len([n for n in names if "_sigrid3." in n]) == 5
+    assert len([n for n in names if "_sigrid3." in n]) == 6  # .shp .shx .dbf .prj .cpg .qml
+    assert len([n for n in names if n.endswith((".tif.aux.xml", ".qml"))]) == 7
     (manifest,) = out.glob("*.manifest.json")
     m = json.loads(manifest.read_text())
-    assert len(m["files"]) == 12
+    assert len(m["files"]) == 19
     assert all(sha256_file(out / f["name"]) == f["sha256"] for f in m["files"])
     assert m["inputs"][0]["name"] == Path(scene).name and m["inputs"][0]["sha256"] == sha256_file(scene)
     assert m["model"]["sha256"] == sha256_file(data["model"]) and m["model"]["id"] in names[0]
     assert m["software"]["version"] == __version__
     assert m["options"]["formats"] == ["netcdf", "geotiff", "shapefile", "png"]
-    assert m["options"]["crs"] == "EPSG:3413" and m["options"]["sieve"] == 16
+    assert m["options"]["crs"] == "EPSG:3413" and m["options"]["sieve"] == 40
     assert {"read", "forward", "netcdf", "process_s"} <= set(m["timings"])
     # The same run again: up to date, skipped (exit 0); explicit defaults are the same options.
-    r = _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]), "--sieve", "16", "--device", "cpu")
+    r = _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]), "--min-area", "25", "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert "skipped" in r.output
     # Other product options: refused without --overwrite, naming the manifest.
@@ -199,3 +200,30 @@ def test_batch_goes_on_and_exits_with_first_failure(data: dict, tmp_path: Path) 
 def test_help_has_examples() -> None:
     r = _invoke("predict", "--help")
     assert r.exit_code == 0 and "Examples" in r.output and "--formats" in r.output
+
+
+def test_producer_attributes_and_min_area_from_the_config(data: dict, tmp_path: Path) -> None:
+    """[predict] institution / creator_* / publisher_* reach the netCDF; min_area the chart;
+    both are product options (a rerun with other values is refused without --overwrite)."""
+    import netCDF4
+
+    cfg = tmp_path / "icechart.toml"
+    cfg.write_text(
+        '[predict]\ninstitution = "Example Ice Service"\ncreator_name = "Duty analyst"\n'
+        'creator_email = "ice@example.org"\npublisher_name = "Example Met Office"\nmin_area = 5.0\n'
+    )
+    out = tmp_path / "out"
+    scene = str(data["scenes"][0])
+    r = _invoke("--config", str(cfg), "predict", scene, "-o", str(out), "--model", str(data["model"]),
+                "--formats", "netcdf,shapefile")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    (nc_path,) = out.glob("*.nc")
+    with netCDF4.Dataset(nc_path) as nc:
+        assert nc.institution == "Example Ice Service" and nc.creator_name == "Duty analyst"
+        assert nc.creator_email == "ice@example.org" and nc.publisher_name == "Example Met Office"
+    (manifest,) = out.glob("*.manifest.json")
+    opts = json.loads(manifest.read_text())["options"]
+    assert opts["sieve"] == 8 and opts["metadata"]["institution"] == "Example Ice Service"  # 5 km² at 800 m
+    r = _invoke("--config", str(cfg), "predict", scene, "-o", str(out), "--model", str(data["model"]),
+                "--formats", "netcdf,shapefile", "--institution", "Other")  # fmt: skip
+    assert r.exit_code == 73 and "--overwrite" in r.output

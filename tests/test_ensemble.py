@@ -19,7 +19,9 @@ from icechart.calibration import (
 )
 from icechart.cli.main import cli
 from icechart.errors import ModelError
+from icechart.infer import forward as F
 from icechart.infer import predict as P
+from icechart.model.load import load_model
 from icechart.io.scene import open_scene
 from icechart.model.checkpoint import load_checkpoint
 from icechart.model.ensemble import EnsembleModel, load_ensemble, write_manifest
@@ -50,7 +52,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_ensemble_averages_members(data: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    ens = P.load_model(str(data["manifest"]))
+    ens = load_model(str(data["manifest"]))
     assert isinstance(ens, EnsembleModel) and len(ens.members) == 2
     assert ens.model_id == f"ens-{ens.sha256[:12]}"
     calls = []
@@ -59,7 +61,7 @@ def test_ensemble_averages_members(data: dict, monkeypatch: pytest.MonkeyPatch) 
     with open_scene(data["scene"]) as scene:
         pred = P.predict_scene(scene, ens)
         assert len(calls) == 1  # inputs read and features built once for both members
-        singles = [P.predict_scene(scene, P.load_model(str(data["dir"] / n))) for n in ("a.safetensors", "b.safetensors")]
+        singles = [P.predict_scene(scene, load_model(str(data["dir"] / n))) for n in ("a.safetensors", "b.safetensors")]
     for chart in ("SOD", "FLOE"):
         manual = (singles[0].probs[chart] + singles[1].probs[chart]) / 2
         np.testing.assert_allclose(pred.probs[chart], manual, atol=1e-6)
@@ -89,16 +91,16 @@ def test_mismatch_refused_naming_member(data: dict, tmp_path: Path) -> None:
 def test_tta_is_flip_equivariant(data: dict) -> None:
     model = load_checkpoint(data["dir"] / "a.safetensors")
     x = np.random.default_rng(0).normal(size=(len(CHANNELS), 32, 32)).astype(np.float32)
-    sic, probs = P.forward_tta(model, x, tile_size=None, tta=True)
+    sic, probs = F.forward_tta(model, x, tile_size=None, tta=True)
     assert sic is not None
     for axes in ((2,), (1,), (1, 2)):
-        sic_f, probs_f = P.forward_tta(model, np.ascontiguousarray(np.flip(x, axes)), tile_size=None, tta=True)
+        sic_f, probs_f = F.forward_tta(model, np.ascontiguousarray(np.flip(x, axes)), tile_size=None, tta=True)
         np.testing.assert_allclose(sic_f, np.flip(sic, tuple(a - 1 for a in axes)), atol=1e-5)
         for chart in ("SOD", "FLOE"):
             np.testing.assert_allclose(probs_f[chart], np.flip(probs[chart], axes), atol=1e-5)
     # without TTA the network alone is not equivariant
-    sic0, _ = P.forward_tta(model, x, tile_size=None)
-    sic1, _ = P.forward_tta(model, np.ascontiguousarray(np.flip(x, (2,))), tile_size=None)
+    sic0, _ = F.forward_tta(model, x, tile_size=None)
+    sic1, _ = F.forward_tta(model, np.ascontiguousarray(np.flip(x, (2,))), tile_size=None)
     assert not np.allclose(sic1, np.flip(sic0, (1,)), atol=1e-5)
 
 
@@ -143,9 +145,9 @@ def test_calibration_temperature_is_applied(data: dict, tmp_path: Path) -> None:
     cal = save_member(tmp_path / "cal.safetensors", seed=1,
                       calibration={"method": "temperature", "temperature": {"SOD": 2.0, "FLOE": 0.5}})  # fmt: skip
     with open_scene(data["scene"]) as scene:
-        p0 = P.predict_scene(scene, P.load_model(str(raw)))
-        p1 = P.predict_scene(scene, P.load_model(str(cal)))
-        p2 = P.predict_scene(scene, P.load_model(str(cal)), calibrated=False)
+        p0 = P.predict_scene(scene, load_model(str(raw)))
+        p1 = P.predict_scene(scene, load_model(str(cal)))
+        p2 = P.predict_scene(scene, load_model(str(cal)), calibrated=False)
     np.testing.assert_allclose(p1.probs["SOD"], apply_temperature(p0.probs["SOD"], 2.0), atol=1e-6)
     np.testing.assert_allclose(p1.probs["FLOE"], apply_temperature(p0.probs["FLOE"], 0.5), atol=1e-6)
     np.testing.assert_allclose(p2.probs["SOD"], p0.probs["SOD"], atol=1e-7)
@@ -154,7 +156,7 @@ def test_calibration_temperature_is_applied(data: dict, tmp_path: Path) -> None:
 
 
 def test_fit_and_store_calibration(data: dict, tmp_path: Path) -> None:
-    from icechart.model.calibrate import calibrate
+    from icechart.infer.calibrate import calibrate
 
     ck = save_member(tmp_path / "m.safetensors", seed=4)
     path, cal = calibrate(str(ck), [data["scene"]])
@@ -254,3 +256,23 @@ def test_calibrate_cli(data: dict, tmp_path: Path) -> None:
                               "-o", str(tmp_path / "cal.safetensors"), "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert set(json.loads(res.stdout)["temperature"]) == {"SOD", "FLOE"}
+
+
+def test_notebook_dataset_and_netcdf_agree_on_calibration(data: dict, tmp_path: Path) -> None:
+    """icechart.predict() and the netCDF of the same model describe the confidence alike."""
+    import icechart
+    from icechart.products import write_products
+
+    cal = save_member(tmp_path / "cal.safetensors", seed=1,
+                      calibration={"method": "temperature", "temperature": {"SOD": 2.0, "FLOE": 0.5}})  # fmt: skip
+    ds = icechart.predict(data["scene"], str(cal))
+    model = load_model(str(cal))
+    with open_scene(data["scene"]) as scene:
+        (nc_path,) = write_products(P.predict_scene(scene, model), scene, tmp_path, formats="netcdf")
+    with netCDF4.Dataset(nc_path) as nc:
+        for chart in ("SOD", "FLOE"):
+            v = f"{chart}_confidence"
+            assert ds[v].attrs["comment"] == nc.variables[v].comment
+            assert "temperature-scaled" in ds[v].attrs["comment"]
+            np.testing.assert_array_equal(ds[v].values, nc.variables[v][:].filled(255))
+        assert ds.attrs["confidence_calibration"] == nc.confidence_calibration == "temperature scaling: FLOE T=0.5000, SOD T=2.0000"

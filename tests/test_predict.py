@@ -11,7 +11,10 @@ import torch
 import icechart
 from icechart.classes import FILL, N_CLASSES
 from icechart.errors import BadDataError, ModelError
+from icechart.classes import STATUS_INVALID, STATUS_LAND, STATUS_OUTSIDE
+from icechart.infer import decide as D
 from icechart.infer import predict as P
+from icechart.model.load import load_model, resolve_device
 from icechart.io.contract import DEFAULT_CHANNELS
 from icechart.io.scene import open_scene
 from icechart.synth import make_scene, write_scene
@@ -35,7 +38,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_predict_scene_lowres(tiny: dict) -> None:
-    model = P.load_model(str(tiny["model"]))
+    model = load_model(str(tiny["model"]))
     with open_scene(tiny["scene"]) as scene:
         pred = P.predict_scene(scene, model)
     assert pred.lowres_shape == (16, 14)
@@ -50,7 +53,7 @@ def test_predict_scene_lowres(tiny: dict) -> None:
 
 
 def test_tiled_forward_runs_and_blends(tiny: dict) -> None:
-    model = P.load_model(str(tiny["model"]))
+    model = load_model(str(tiny["model"]))
     with open_scene(tiny["scene"]) as scene:
         whole = P.predict_scene(scene, model, tile_size=None)
         tiled = P.predict_scene(scene, model, tile_size=8, overlap=4)
@@ -63,7 +66,7 @@ def test_tiled_forward_runs_and_blends(tiny: dict) -> None:
 
 def test_classification_head(tiny: dict) -> None:
     path = save_tiny_model(tiny["dir"] / "cls.safetensors", sic_mode="classification")
-    model = P.load_model(str(path))
+    model = load_model(str(path))
     with open_scene(tiny["scene"]) as scene:
         pred = P.predict_scene(scene, model)
         blocks = list(pred.blocks(scene, block_rows=50))
@@ -73,16 +76,21 @@ def test_classification_head(tiny: dict) -> None:
 
 
 def _naive_upsample(pred: P.Prediction, chart: str) -> tuple[np.ndarray, np.ndarray]:
-    """All-class bilinear upsampling then argmax: what blocks() must equal."""
+    """All-class bilinear upsampling then the decision (D.ice_consistent: open water where
+    SIC is 0, else the argmax over the ice classes): what blocks() must equal."""
     rc, cc = pred.centres()
-    rows = P._Axis.build(np.arange(pred.shape[0], dtype=np.float64), rc)
-    cols = P._Axis.build(np.arange(pred.shape[1], dtype=np.float64), cc)
-    p = np.stack([P._bilinear(pk, rows, cols) for pk in pred.probs[chart]])
-    return p.argmax(axis=0).astype(np.uint8), np.rint(100 * p.max(axis=0)).astype(np.uint8)
+    rows = D.Axis.build(np.arange(pred.shape[0], dtype=np.float64), rc)
+    cols = D.Axis.build(np.arange(pred.shape[1], dtype=np.float64), cc)
+    p = np.stack([D.bilinear(pk, rows, cols) for pk in pred.probs[chart]])
+    assert pred.sic is not None
+    water = np.rint(np.clip(D.bilinear(pred.sic, rows, cols), 0, 10)) == 0
+    cls = np.where(water, 0, p[1:].argmax(axis=0) + 1).astype(np.uint8)
+    prob = np.take_along_axis(p, cls[None].astype(np.intp), axis=0)[0]
+    return cls, np.rint(100 * prob).astype(np.uint8)
 
 
 def test_blocks_equal_full_bilinear_decision(tiny: dict) -> None:
-    model = P.load_model(str(tiny["model"]))
+    model = load_model(str(tiny["model"]))
     with open_scene(tiny["scene"]) as scene:
         pred = P.predict_scene(scene, model)
         blocks = list(pred.blocks(scene, block_rows=40))
@@ -102,10 +110,10 @@ def test_blocks_equal_full_bilinear_decision(tiny: dict) -> None:
     assert set(np.unique(sic[charted])) <= set(range(11))
     # 255 exactly where the SAR is invalid or on land; flags say which
     assert np.array_equal(~charted, ~valid | land)
-    assert np.array_equal((status & P.STATUS_INVALID) != 0, ~valid)
-    assert np.array_equal((status & P.STATUS_LAND) != 0, land)
-    assert ((status & P.STATUS_OUTSIDE) != 0).sum() > 0  # the synthetic NaN swath borders
-    assert not ((status & P.STATUS_OUTSIDE) != 0)[valid].any()
+    assert np.array_equal((status & STATUS_INVALID) != 0, ~valid)
+    assert np.array_equal((status & STATUS_LAND) != 0, land)
+    assert ((status & STATUS_OUTSIDE) != 0).sum() > 0  # the synthetic NaN swath borders
+    assert not ((status & STATUS_OUTSIDE) != 0)[valid].any()
 
 
 def test_status_outside_swath_vs_inner_gap() -> None:
@@ -120,10 +128,10 @@ def test_status_outside_swath_vs_inner_gap() -> None:
         def land(self, window: object) -> np.ndarray:
             return np.zeros((3, 8), bool)
 
-    s = P._status(FakeScene(), (slice(0, 3), slice(None)))  # type: ignore[arg-type]
-    assert s[0, 0] == P.STATUS_INVALID | P.STATUS_OUTSIDE
-    assert s[1, 4] == P.STATUS_INVALID
-    assert (s[2] == P.STATUS_INVALID | P.STATUS_OUTSIDE).all()
+    s = P.scene_status(FakeScene(), slice(0, 3))  # type: ignore[arg-type]
+    assert s[0, 0] == STATUS_INVALID | STATUS_OUTSIDE
+    assert s[1, 4] == STATUS_INVALID
+    assert (s[2] == STATUS_INVALID | STATUS_OUTSIDE).all()
     assert s[0, 5] == 0
 
 
@@ -131,7 +139,7 @@ def test_scene_lacking_model_channels_is_65(tiny: dict) -> None:
     ds = make_scene((60, 50), seed=2).drop_vars(["btemp_18_7h", "tclw"])
     path = tiny["dir"] / ds.attrs["scene_id"]
     write_scene(ds, path)
-    model = P.load_model(str(tiny["model"]))
+    model = load_model(str(tiny["model"]))
     with open_scene(path) as scene, pytest.raises(BadDataError) as err:
         P.predict_scene(scene, model)
     assert err.value.exit_code == 65
@@ -140,19 +148,19 @@ def test_scene_lacking_model_channels_is_65(tiny: dict) -> None:
 
 def test_model_errors(tiny: dict) -> None:
     with pytest.raises(ModelError):
-        P.load_model(str(tiny["dir"] / "nope.safetensors"))
+        load_model(str(tiny["dir"] / "nope.safetensors"))
     bad = tiny["dir"] / "corrupt.safetensors"
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ModelError) as err:
-        P.load_model(str(bad))
+        load_model(str(bad))
     assert err.value.exit_code == 69
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_without_gpu_is_69() -> None:
-    assert P.resolve_device("auto") == "cpu"
+    assert resolve_device("auto") == "cpu"
     with pytest.raises(ModelError, match="no CUDA device"):
-        P.resolve_device("cuda")
+        resolve_device("cuda")
 
 
 def test_predict_dataset_for_notebooks(tiny: dict) -> None:
@@ -174,7 +182,7 @@ def test_registry_default_model(tiny: dict, tmp_path: Path, monkeypatch: pytest.
     """A shipped model found through the registry gets its registry id; checksums verified."""
     import shutil
 
-    from icechart import models
+    from icechart.model import registry as models
     from icechart.hashing import sha256_file
 
     root = tmp_path / "models"
@@ -188,17 +196,17 @@ def test_registry_default_model(tiny: dict, tmp_path: Path, monkeypatch: pytest.
     assert models.default_model_id() == "tiny-v1"
     assert models.resolve_model(None) == mdir
     assert models.resolve_model("tiny-v1") == mdir
-    m = P.load_model(None)
+    m = load_model(None)
     assert m.model_id == "tiny-v1" and m.sha256 == sha
     with pytest.raises(ModelError, match="unknown model 'other'"):
         models.resolve_model("other")
     (mdir / "model.toml").write_text(f'[model]\nid = "tiny-v1"\nsha256 = "{"0" * 64}"\n')
     with pytest.raises(ModelError, match="sha256"):
-        P.load_model("tiny-v1")
+        load_model("tiny-v1")
 
 
 def test_no_default_model_is_69(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from icechart import models
+    from icechart.model import registry as models
 
     (tmp_path / "registry.toml").write_text("# nothing shipped\n")
     monkeypatch.setenv(models.ENV_DIR, str(tmp_path))

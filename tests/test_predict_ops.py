@@ -177,7 +177,7 @@ def test_sigterm_mid_write_leaves_no_partial_product_and_rerun_completes(env: di
     assert rerun.returncode == 0, rerun.stderr
     (manifest,) = _manifests(out)
     listed = {f["name"] for f in json.loads(manifest.read_text())["files"]}
-    assert len(listed) == 12 and listed == {p.name for p in out.iterdir()} - {manifest.name}
+    assert len(listed) == 19 and listed == {p.name for p in out.iterdir()} - {manifest.name}  # 12 + 7 sidecars
     assert _temporaries(out) == []
 
 

@@ -9,10 +9,12 @@ import pytest
 
 from icechart.classes import CHARTS, COLOURS, FILL, N_CLASSES, TO_CODE, code_to_class
 from icechart.errors import ConfigError
-from icechart.infer.predict import load_model, predict_scene
+from icechart.infer.predict import predict_scene
+from icechart.model.load import load_model
 from icechart.io.scene import open_scene
 from icechart.products import parse_formats, product_paths, write_products
-from icechart.products import sigrid3
+from icechart.products import sigrid3, styles
+from icechart.products.styles import LAND_RGB, LAND_VALUE
 from icechart.products.autoice import write_autoice
 from icechart.products.warp import InverseGeolocation, grid_positions, parse_crs, target_grid
 from icechart.testing import random_checkpoint
@@ -79,7 +81,7 @@ def test_netcdf_cf_layout_and_masks(run: dict) -> None:
             assert v.flag_values.dtype == np.uint8 and list(v.flag_values) == list(range(N_CLASSES[chart]))
             assert len(v.flag_meanings.split()) == N_CLASSES[chart]
             assert f"{chart}_confidence" in v.ancillary_variables
-            assert v.coordinates == "lat lon"
+            assert v.coordinates == "time lat lon"
         assert list(nc["status_flag"].flag_masks) == [1, 2, 4]
         assert nc["lat"].dtype == np.float32 and nc["lat"].shape == SHAPE
         values = {n: nc[n][:] for n in ("SIC", "SOD", "FLOE", "SOD_confidence", "status_flag")}
@@ -130,10 +132,63 @@ def test_geotiff_projected_with_colour_table(run: dict) -> None:
             k = 3
             stored = 10 * k if chart == "SIC" else k
             assert cmap[stored][:3] == COLOURS[chart][k]
+            assert cmap[LAND_VALUE][:3] == LAND_RGB and cmap[FILL][3] == 0
             data = src.read(1)
-        assert set(np.unique(data).tolist()) <= nc_values[chart] | {FILL}
-        assert (data != FILL).mean() > 0.3
-    assert not list(run["out"].glob("*.aux.xml"))
+        assert set(np.unique(data).tolist()) <= nc_values[chart] | {LAND_VALUE, FILL}
+        assert (data == LAND_VALUE).any()  # land is told apart from no data
+        assert (data < LAND_VALUE).mean() > 0.3
+    # GDAL reads only the category names and attribute table from the sidecar we write
+    assert sorted(p.name.split("_")[-1] for p in run["out"].glob("*.aux.xml")) == [
+        f"{c}.tif.aux.xml" for c in sorted(CHARTS)
+    ]
+
+
+def test_geotiffs_are_valid_cogs(run: dict, tmp_path: Path) -> None:
+    from rio_cogeo.cogeo import cog_validate
+
+    tifs = sorted(run["out"].glob("*.tif"))
+    assert len(tifs) == 3
+    for tif in tifs:
+        valid, errors, warnings = cog_validate(str(tif), quiet=True)
+        assert valid and not errors, (tif.name, errors, warnings)
+    # the uncertainty layers too
+    paths = write_products(run["pred"], run["scene"], tmp_path, formats=["uncertainty"])
+    layers = [p for p in paths if p.suffix == ".tif"]
+    assert len(layers) == 2 and all(p.with_suffix(".qml").exists() for p in layers)
+    for tif in layers:
+        valid, errors, _ = cog_validate(str(tif), quiet=True)
+        assert valid and not errors, (tif.name, errors)
+
+
+def test_geotiff_category_names_and_qgis_styles(run: dict) -> None:
+    import xml.etree.ElementTree as ET
+
+    import rasterio
+
+    for chart in CHARTS:
+        tif = _one(run["out"], f"*_{chart}.tif")
+        pam = ET.parse(tif.with_name(tif.name + ".aux.xml")).getroot()
+        names = [c.text or "" for c in pam.iter("Category")]
+        rows = {int(r[0].text): r[1].text for r in (list(row) for row in pam.iter("Row"))}
+        for k in range(N_CLASSES[chart]):
+            v = 10 * k if chart == "SIC" else k
+            assert names[v] == rows[v] == styles.class_label(chart, k)
+        assert names[LAND_VALUE] == "land" and len(names) == LAND_VALUE + 1
+        with rasterio.open(tif) as src:  # GDAL picks the sidecar up (PAM) and still reads the COG
+            assert src.descriptions[0]
+            assert "disclaimer" in src.tags() and "navigation" in src.tags()["disclaimer"]
+        qml = ET.parse(tif.with_suffix(".qml")).getroot()
+        renderer = qml.find("pipe/rasterrenderer")
+        assert renderer is not None and renderer.get("type") == "paletted"
+        entries = {int(e.get("value")): (e.get("label"), e.get("color")) for e in renderer.iter("paletteEntry")}
+        k = 3
+        v = 10 * k if chart == "SIC" else k
+        assert entries[v] == (styles.class_label(chart, k), "#{:02x}{:02x}{:02x}".format(*COLOURS[chart][k]))
+        assert entries[LAND_VALUE][0] == "land" and FILL not in entries
+    shp_qml = ET.parse(_one(run["out"], "*_sigrid3.qml")).getroot()
+    rules = list(shp_qml.iter("rule"))
+    assert len(rules) == len(styles.vector_rules()) and {r.get("label") for r in rules} >= {"land", "CT 10/10"}
+    assert len(list(shp_qml.iter("symbol"))) == len(rules)
 
 
 def test_geotiff_pixels_sit_on_their_sar_pixels(run: dict) -> None:
@@ -190,7 +245,7 @@ def test_shapefile_valid_polygons_and_codes(run: dict) -> None:
     from shapely.geometry import shape
 
     shp = _one(run["out"], "*_sigrid3.shp")
-    for ext in (".shx", ".dbf", ".prj", ".cpg"):
+    for ext in (".shx", ".dbf", ".prj", ".cpg", ".qml"):
         assert shp.with_suffix(ext).exists()
     assert shp.with_suffix(".cpg").read_text().strip().upper() in ("UTF-8", "UTF8")
     with fiona.open(shp) as src:
@@ -198,17 +253,21 @@ def test_shapefile_valid_polygons_and_codes(run: dict) -> None:
         props = src.schema["properties"]
         assert list(props) == list(sigrid3.FIELDS)
         assert props["CF"].startswith("str:4") and props["CT"].startswith("str:2")
+        assert props["AREA"].startswith("float") and props["PERIMETER"].startswith("float")
         records = list(src)
     assert records
     types = set()
+    geoms = []
     for rec in records:
         geom = shape(rec["geometry"])
-        assert geom.is_valid and not geom.is_empty and geom.geom_type in ("Polygon", "MultiPolygon")
+        geoms.append(geom)
+        assert geom.is_valid and not geom.is_empty and geom.geom_type == "Polygon"
         p = dict(rec["properties"])
+        assert p["AREA"] == pytest.approx(geom.area, rel=1e-6) and p["PERIMETER"] == pytest.approx(geom.length, rel=1e-6)
         types.add(p["POLY_TYPE"])
-        assert all(len(p[f]) <= (4 if f == "CF" else 2) for f in sigrid3.FIELDS)
+        assert all(len(p[f]) <= (4 if f == "CF" else 2) for f in sigrid3.CODE_FIELDS)
+        sigrid3.check_codes(p)
         if p["POLY_TYPE"] == "I":
-            assert p["CA"] == p["CT"]
             sic = code_to_class("SIC", np.array([int(p["CT"])]))[0]
             assert 1 <= sic <= 10
             assert code_to_class("SOD", np.array([int(p["SA"])]))[0] < 6
@@ -217,6 +276,10 @@ def test_shapefile_valid_polygons_and_codes(run: dict) -> None:
             assert p["CT"] == "00"
     assert types <= {"I", "W", "L", "N"}
     assert "L" in types and "I" in types
+    # the file as written (after the shapefile's own rounding) is still a coverage
+    import shapely
+
+    assert shapely.coverage_is_valid(np.array(geoms, dtype=object))
 
 
 @pytest.mark.parametrize("chart", CHARTS)
@@ -232,9 +295,42 @@ def test_codes_round_trip(chart: str) -> None:
 
 def test_attributes_of_region_codes() -> None:
     a = sigrid3.attributes(10 * 100 + 4 * 10 + 5)
-    assert a["CT"] == "92" and a["CA"] == "92" and a["SA"] == "93" and a["FA"] == "06" and a["POLY_TYPE"] == "I"
-    assert sigrid3.attributes(0)["POLY_TYPE"] == "W"
+    # one ice type: CT is its concentration, CA -9 (CIS practice; read back as CA = CT)
+    assert a["CT"] == "92" and a["CA"] == "-9" and a["SA"] == "93" and a["FA"] == "06" and a["POLY_TYPE"] == "I"
+    assert a["SB"] == a["CB"] == a["CD"] == "-9"
+    assert sigrid3.attributes(0)["POLY_TYPE"] == "W" and sigrid3.attributes(0)["CT"] == "00"
+    assert sigrid3.attributes(0)["SA"] == "-9"
     assert sigrid3.attributes(2000)["POLY_TYPE"] == "L" and sigrid3.attributes(3000)["POLY_TYPE"] == "N"
+    for code in (0, 2000, 3000, 1045, 153):
+        sigrid3.check_codes(sigrid3.attributes(code))
+
+
+def test_egg_code_partials_from_the_pixel_distribution() -> None:
+    from icechart.io.sigrid3 import polygon_classes
+
+    # 60 % of the pixels thick FYI (SOD 4) at 9/10 with big floes, 40 % new ice (SOD 1) at 9/10
+    # with cake ice: CT 9, CA 5 thick FYI, CB 4 new ice (largest remainder: 5.4 + 3.6 -> 5 + 4)
+    e = sigrid3.egg_code({944: 60, 911: 40})
+    assert (e["CT"], e["CA"], e["SA"], e["FA"], e["CB"], e["SB"], e["FB"]) == ("90", "50", "93", "05", "40", "81", "02")
+    assert e["CC"] == e["SC"] == e["CD"] == "-9" and e["POLY_TYPE"] == "I"
+    sigrid3.check_codes(e)
+    # 5/9 is below the 65 % dominance: SOD masked on reading, SIC exact
+    assert polygon_classes(e)[0] == 9 and polygon_classes(e)[1] == 255
+    # four stages: the three largest are the partials (thickest first), the fourth in CD
+    e = sigrid3.egg_code({1055: 50, 1033: 30, 1022: 15, 1011: 5})
+    assert [e[k] for k in ("CT", "CA", "SA", "CB", "SB", "CC", "SC", "CD")] == ["92", "60", "95", "30", "87", "10", "83", "81"]  # 5.5 3 1.5 tenths: the tie to the larger
+    sigrid3.check_codes(e)
+    # ice free pixels lower CT; mostly water -> a W polygon, no stage
+    e = sigrid3.egg_code({0: 80, 255: 20})
+    assert e["POLY_TYPE"] == "W" and e["CT"] == "00" and e["SA"] == "-9"
+    e = sigrid3.egg_code({0: 50, 555: 50})  # mean 2.5 -> CT 3, one ice type
+    assert (e["CT"], e["CA"], e["SA"], e["FA"]) == ("30", "-9", "95", "06")
+    # a dominant stage (>= 65 %) reads back as that class
+    e = sigrid3.egg_code({1044: 80, 1033: 20})
+    assert polygon_classes(e) == (10, 4, 4)
+    # land / no data only
+    assert sigrid3.egg_code({2000: 5, 3000: 2})["POLY_TYPE"] == "L"
+    assert sigrid3.egg_code({2000: 1, 3000: 2})["POLY_TYPE"] == "N"
 
 
 def test_sieve_generalises() -> None:
@@ -244,9 +340,47 @@ def test_sieve_generalises() -> None:
     regions[10:12, 10:12] = 320  # a 4-pixel speck
     inside = np.ones((40, 40), bool)
     t = Affine(800, 0, 0, 0, -800, 0)
-    assert len(sigrid3.polygons(regions, inside, t, sieve=0)) == 2
-    polys = sigrid3.polygons(regions, inside, t, sieve=8, simplify=400)
-    assert len(polys) == 1 and polys[0][1] == 510 and polys[0][0].is_valid
+    assert len(sigrid3.chart_polygons(regions, inside, t, sieve=0)) == 2
+    polys = sigrid3.chart_polygons(regions, inside, t, sieve=8, simplify=800)
+    assert len(polys) == 1 and polys[0][0].is_valid
+    # the speck's pixels shape the egg code: 4 of 1600 pixels at 3/10 do not move CT 5
+    assert polys[0][1] == sigrid3.attributes(510)
+    assert sigrid3.sieve_pixels(25.0, 800.0) == 40 == sigrid3.DEFAULT_SIEVE
+    assert sigrid3.sieve_pixels(0.0, 800.0) == 1
+
+
+def test_coverage_shared_boundaries_and_simplification() -> None:
+    """Noisy classes -> a coverage: no overlap, no gap, union = the charted area, after
+    simplification too; the outer boundary is kept exactly."""
+    import shapely
+    from affine import Affine
+
+    rng = np.random.default_rng(3)
+    from scipy import ndimage
+
+    field = ndimage.gaussian_filter(rng.normal(size=(90, 80)), 4)
+    regions = (np.digitize(field, np.quantile(field, [0.2, 0.4, 0.6, 0.8])) * 100 + 455).astype(np.int32)
+    regions[field > np.quantile(field, 0.9)] = 2000
+    inside = np.ones(regions.shape, bool)
+    inside[:7, :11] = False  # a notch off the scene
+    inside[60:, 70:] = False
+    t = Affine(800, 0, -1e5, 0, -800, 2e5)
+    for simplify in (0.0, 800.0, 2400.0):
+        polys = sigrid3.chart_polygons(regions, inside, t, sieve=10, simplify=simplify)
+        geoms = [g for g, _ in polys]
+        charted = shapely.transform(sigrid3.charted_area(inside), lambda xy: np.column_stack([t.a * xy[:, 0] + t.c, t.e * xy[:, 1] + t.f]))
+        stats = sigrid3.check_coverage(geoms, charted)
+        assert stats["overlap_area"] == 0.0 and stats["union_error"] < 1e-9 and stats["sym_diff"] < 1e-9
+    n_vertices = sum(shapely.get_num_coordinates(g) for g in geoms)
+    n_raw = sum(shapely.get_num_coordinates(g) for g, _ in sigrid3.chart_polygons(regions, inside, t, sieve=10))
+    assert n_vertices < 0.5 * n_raw  # simplified
+    # a broken coverage is caught
+    from shapely.geometry import box
+
+    with pytest.raises(AssertionError, match="overlap"):
+        sigrid3.check_coverage([box(0, 0, 2, 2), box(1, 1, 3, 3)], 7.0)
+    with pytest.raises(AssertionError):
+        sigrid3.check_coverage([box(0, 0, 1, 1), box(2, 0, 3, 1)], box(0, 0, 3, 1))  # a gap
 
 
 def test_quicklooks(run: dict) -> None:
@@ -321,3 +455,144 @@ def test_other_crs_and_resolution(run: dict, tmp_path: Path) -> None:
     with rasterio.open(paths[0]) as src:
         assert src.crs.to_epsg() == 6931 and src.res == (500.0, 500.0)
         assert all(v % 500 == 0 for v in src.bounds)
+
+
+def test_netcdf_metadata_acdd_and_time(run: dict, tmp_path: Path) -> None:
+    import netCDF4
+    import shapely
+
+    from icechart.products.netcdf import NOT_FOR_NAVIGATION
+
+    scene = run["scene"]
+    with netCDF4.Dataset(_one(run["out"], "*.nc")) as nc:
+        for name, v in nc.variables.items():
+            assert v.getncattr("coverage_content_type") in (
+                "modelResult", "thematicClassification", "qualityInformation", "coordinate"
+            ), name  # fmt: skip
+        assert nc["status_flag"].standard_name == "status_flag"
+        assert nc["SOD_confidence"].standard_name == "quality_flag"
+        t = nc["time"]
+        assert t.dimensions == () and t.standard_name == "time" and t.axis == "T"
+        when = netCDF4.num2date(t[...], t.units, t.calendar, only_use_cftime_datetimes=False)
+        assert when.replace(tzinfo=None) == scene.time.replace(tzinfo=None, microsecond=0)
+        assert nc["SIC"].coordinates.split() == ["time", "lat", "lon"]
+        assert nc.comment == NOT_FOR_NAVIGATION and "NOT FOR NAVIGATION" in nc.comment
+        assert nc.geospatial_bounds_crs == "EPSG:4326"
+        bounds = shapely.from_wkt(nc.geospatial_bounds)  # latitude-longitude order
+        lat, lon = scene.latlon()
+        pts = shapely.points(lat.ravel()[::97], lon.ravel()[::97])
+        assert shapely.contains(bounds.buffer(1e-3), pts).all()
+        assert nc.geospatial_lon_min < nc.geospatial_lon_max  # not across 180 here
+        assert nc.institution and nc.id.startswith(scene.scene_id)
+    # the producer's attributes ([predict] institution, creator_*, publisher_*)
+    meta = {"institution": "Example Ice Service", "creator_name": "A. Analyst", "publisher_url": "https://ice.example"}
+    (path,) = write_products(run["pred"], scene, tmp_path, formats=["netcdf"], metadata=meta)
+    with netCDF4.Dataset(path) as nc:
+        assert {k: nc.getncattr(k) for k in meta} == meta
+
+
+@pytest.mark.parametrize(
+    ("center", "crosses"), [((75.0, 179.99), "antimeridian"), ((89.99, 10.0), "pole"), ((81.0, -179.995), "antimeridian")]
+)
+def test_footprint_across_the_antimeridian_and_the_pole(tmp_path: Path, center: tuple, crosses: str) -> None:
+    import shapely
+
+    from icechart.products.netcdf import LatLonBlocks
+
+    ds = make_scene((120, 110), seed=4, center=center)
+    write_scene(ds, tmp_path / ds.attrs["scene_id"])
+    with open_scene(tmp_path / ds.attrs["scene_id"]) as scene:
+        fp = LatLonBlocks(scene).footprint()
+        lat, lon = scene.latlon()
+    bounds = shapely.from_wkt(fp["geospatial_bounds"])
+    pts = shapely.points(lat.ravel()[::13], lon.ravel()[::13])
+    assert shapely.contains(bounds.buffer(1e-3), pts).all()
+    if crosses == "antimeridian":
+        # ACDD: westernmost > easternmost across 180; two parts, none wider than the scene
+        assert fp["geospatial_lon_min"] > 170 and fp["geospatial_lon_max"] < -170
+        assert bounds.geom_type == "MultiPolygon" and len(bounds.geoms) == 2
+        assert bounds.area < 1.0
+    else:
+        assert (fp["geospatial_lon_min"], fp["geospatial_lon_max"]) == (-180.0, 180.0)
+        assert bounds.bounds[2] == 90.0 and bounds.bounds[0] > 89.0
+
+
+def test_compliance_checker_cf_and_acdd(run: dict, tmp_path: Path) -> None:
+    """IOOS compliance-checker: CF-1.10 without high or medium failures, ACDD-1.3 without high
+    ones (the medium ones left are attributes only the producer can set)."""
+    import json
+
+    from compliance_checker.runner import CheckSuite, ComplianceChecker
+
+    CheckSuite.load_all_available_checkers()
+    out = tmp_path / "cc.json"
+    ComplianceChecker.run_checker(
+        str(_one(run["out"], "*.nc")), ["cf:1.10", "acdd:1.3"], 0, "normal", output_filename=str(out), output_format="json"
+    )
+    report = json.loads(out.read_text())
+    levels = {"cf:1.10": ("high_priorities", "medium_priorities"), "acdd:1.3": ("high_priorities",)}
+    for test, prios in levels.items():
+        assert report[test]["high_priorities"], test  # the checks ran
+        for prio in prios:
+            failed = [(r["name"], r["msgs"]) for r in report[test][prio] if r["value"][0] < r["value"][1]]
+            assert not failed, (test, prio, failed)
+
+
+def test_land_and_no_data_regions_stay_land_and_no_data() -> None:
+    """A land region that swallowed specks of sea stays land (the sieved region's own type)."""
+    from affine import Affine
+
+    regions = np.full((30, 30), 944, np.int32)
+    regions[:, :12] = 2000  # land
+    regions[:, 25:] = 3000  # no data
+    regions[5, 5] = regions[20, 3] = 911  # specks of ice in the land
+    regions[10, 27] = 0  # water in the no-data strip
+    polys = sigrid3.chart_polygons(regions, np.ones(regions.shape, bool), Affine(800, 0, 0, 0, -800, 0), sieve=4)
+    assert sorted(p["POLY_TYPE"] for _, p in polys) == ["I", "L", "N"]
+    land = next(p for _, p in polys if p["POLY_TYPE"] == "L")
+    assert land == sigrid3.attributes(2000)
+
+
+def test_geopackage_in_product_crs_and_lonlat_split_at_180(tmp_path: Path) -> None:
+    """A scene across the antimeridian: the GeoPackage's lon/lat layer is cut at ±180° and
+    covers what the projected layer covers; both layers carry the codes and a default style."""
+    import sqlite3
+
+    import fiona
+    import shapely
+    from pyproj import Transformer
+    from shapely.geometry import shape
+
+    ds = make_scene((300, 280), seed=8, center=(76.0, 179.9))
+    write_scene(ds, tmp_path / ds.attrs["scene_id"])
+    model = load_model(str(random_checkpoint(tmp_path / "m.safetensors", seed=1)))
+    out = tmp_path / "out"
+    out.mkdir()
+    with open_scene(tmp_path / ds.attrs["scene_id"]) as scene:
+        pred = predict_scene(scene, model)
+        paths = write_products(pred, scene, out, formats="geopackage", sieve=2)
+    (gpkg,) = paths
+    # the chart first (a reader taking the first layer gets it), QGIS's style table last
+    assert gpkg.name.endswith("_sigrid3.gpkg") and fiona.listlayers(gpkg) == [*sigrid3.GPKG_LAYERS, "layer_styles"]
+    with fiona.open(gpkg, layer="sigrid3") as src:
+        assert src.crs.to_epsg() == 3413
+        proj = [(shape(f.geometry), dict(f.properties)) for f in src]
+    with fiona.open(gpkg, layer="sigrid3_epsg4326") as src:
+        assert src.crs.to_epsg() == 4326
+        ll = [(shape(f.geometry), dict(f.properties)) for f in src]
+    assert len(ll) == len(proj) and [p for _, p in ll] == [p for _, p in proj]
+    assert all(g.is_valid for g, _ in ll)
+    west = [g for g, _ in ll if g.bounds[0] < 0]
+    east = [g for g, _ in ll if g.bounds[2] > 0]
+    assert west and east  # on both sides of the antimeridian
+    assert all(-180.0 <= g.bounds[0] and g.bounds[2] <= 180.0 for g, _ in ll)
+    assert all(g.bounds[2] - g.bounds[0] < 20 or len(g.geoms) > 1 for g, _ in ll)  # cut, not wrapped round
+    # back in EPSG:3413 the lon/lat layer covers the projected one (to a densified edge's error)
+    t = Transformer.from_crs("EPSG:4326", "EPSG:3413", always_xy=True)
+    back = shapely.union_all([shapely.transform(g, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))) for g, _ in ll])
+    union = shapely.union_all([g for g, _ in proj])
+    assert shapely.symmetric_difference(back, union).area < 1e-3 * union.area
+    with sqlite3.connect(gpkg) as db:
+        rows = db.execute("SELECT f_table_name, useAsDefault, styleQML FROM layer_styles").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(sigrid3.GPKG_LAYERS) and all(r[1] for r in rows)
+    assert all("RuleRenderer" in r[2] for r in rows)

@@ -7,34 +7,35 @@ The shapefile it writes is rasterised back onto the scene with
 
 Why the score is not 100, and what is expected instead. The writer generalises: labels are
 decided per 10 x 10 pixel block (mode), warped to an 800 m EPSG:3413 grid rotated against the
-SAR grid (nearest), optionally sieved, traced and simplified (tolerance 400 m). Each step can
-only move a boundary by a few SAR pixels, so every mismatch lies within about one model pixel
-and a half of a reference boundary (measured for this scene: at most 11 px = 880 m without
-sieve), and pixels farther than ``NEAR`` from every boundary come back exactly. The land mask
-moves the same way, so about 3000 pixels (7 %) along the coast and the scene edges are labelled
-on one side only; they are checked separately (mask IoU) and the scores are taken where both sides
-are labelled: a 255 in the chart enters SIC R2 as the value 255 (AutoICE rule), which would
-measure only the mask, not the codes. The measured scores (seed 0, 240 x 230 pixels):
+SAR grid (nearest), generalised (regions under the scale, default 25 km², merged into a
+neighbour; each region's egg code from its pixels), traced into a coverage and simplified as a
+coverage (tolerance 800 m). Each step moves a boundary by a few SAR pixels only, so pixels
+farther than ``NEAR`` from every reference boundary come back exactly. The land mask moves the
+same way, so pixels along the coast and the scene edges are labelled on one side only; they are
+checked separately (mask IoU) and the scores are taken where both sides are labelled: a 255 in
+the chart enters SIC R2 as the value 255 (AutoICE rule), which would measure only the mask, not
+the codes. The measured scores (seed 0, 600 x 560 pixels):
 
-=====================  ======  ======  ======  ========
-writer settings         SIC     SOD     FLOE   combined
-=====================  ======  ======  ======  ========
-no sieve (``sieve=1``)  84.17   92.74   91.84   89.13
-defaults (sieve 16)     84.17   90.57   89.32   87.76
-SIC codes shifted [*]   -2.98   90.57   89.32   52.90
-SOD codes shifted [*]   84.17   16.81   89.32   58.25
-FLOE codes shifted [*]  84.17   90.57   15.87   73.07
-=====================  ======  ======  ======  ========
+========================  ======  ======  ======  ========
+writer settings            SIC     SOD     FLOE   combined
+========================  ======  ======  ======  ========
+no generalisation (1 px)   94.55   96.68   96.58   95.81
+defaults (25 km²)          93.85   96.64   96.54   95.50
+SIC codes shifted [*]      -1.15   96.64   96.54   57.51
+SOD codes shifted [*]      93.85   11.65   96.54   61.51
+FLOE codes shifted [*]     93.85   96.64   11.90   78.58
+========================  ======  ======  ======  ========
 
 [*] defaults, with one chart's class -> code table shifted by one class (negative controls).
-Counting the chart's 255 as wrong instead (all reference-labelled pixels) gives SOD 86.72 and
-FLOE 86.14 with the defaults; SIC R2 is then about -34000. Pixels labelled on both sides and
-more than ``NEAR`` px from every boundary: 12282 of 44287 labelled, all exact in both settings.
+Against the netCDF written in the same call (the product's own reference): combined 95.83
+with the defaults, and every polygon whose interior (``MARGIN`` inside its outline) is one
+class triple in the netCDF (a pure region) reads back exactly. Pixels labelled on both sides
+and more than ``NEAR`` px from every boundary: 176949 of 290045 labelled, all exact in both
+settings; the labelled-area IoU is 0.982.
 
 SIC R2 is the lowest because a boundary error between polygons of, say, 2 and 9 tenths costs
-49 in the residual sum, and the random synthetic polygons make such jumps common. The bounds
-below leave a margin of about 5 points under those values; a wrong code table (classes shifted
-by one) drops the chart's score to -3..17, far below them (negative controls).
+49 in the residual sum. The bounds below leave a margin of about 5 points under those values;
+a wrong code table (classes shifted by one) drops the chart's score to -1..12, far below them.
 """
 
 from __future__ import annotations
@@ -58,15 +59,17 @@ from icechart.score import score_arrays
 from icechart.synth import make_scene, write_scene
 
 CHARTS = ("SIC", "SOD", "FLOE")
-SHAPE = (240, 230)
+SHAPE = (600, 560)
 SEED = 0
 FACTOR = 10
 NEAR = 16
 """SAR pixels (1.28 km, 1.6 model pixels) from a reference boundary within which the writer's
 generalisation may change a label; farther away the round trip must be exact."""
 
-BOUNDS = {"SIC": 78.0, "SOD": 85.0, "FLOE": 85.0, "combined": 82.0}
+BOUNDS = {"SIC": 88.0, "SOD": 91.0, "FLOE": 91.0, "combined": 90.0}
 """Lower bounds of the round-trip scores (measured values in the module docstring)."""
+NC_BOUND = 90.0
+"""Lower bound of the combined score of the chart against its own netCDF (measured 95.83)."""
 COLLAPSED = 40.0
 """Upper bound of a chart's score when its codes are mapped wrongly."""
 
@@ -166,7 +169,7 @@ def test_labelled_area_matches(variant: str, scene: Scene, labels: dict, charts:
         np.testing.assert_array_equal(chart[c] != FILL, chart["SIC"] != FILL)
     got_l = chart["SIC"] != FILL
     iou = (ref_l & got_l).sum() / (ref_l | got_l).sum()
-    assert iou >= 0.9, iou  # measured 0.954 (no sieve), 0.927 (defaults)
+    assert iou >= 0.95, iou  # measured 0.982 (both)
     # Disagreement only along the coast and the scene's edges.
     far = distance_to_boundary(scene, labels) > NEAR
     inner = np.zeros_like(far)
@@ -187,6 +190,80 @@ def test_exact_away_from_boundaries(scene: Scene, labels: dict, charts: dict) ->
     both = far & (labels["SIC"] != FILL) & (dflt["SIC"] != FILL)
     for c in CHARTS:
         assert (dflt[c][both] == labels[c][both]).mean() >= 0.97, c
+
+
+def _nc_classes(nc_path: Path) -> dict[str, np.ndarray]:
+    import netCDF4
+
+    with netCDF4.Dataset(nc_path) as nc:
+        nc.set_auto_mask(False)
+        sic = nc["SIC"][:]
+        return {"SIC": np.where(sic == FILL, FILL, sic // 10), "SOD": nc["SOD"][:], "FLOE": nc["FLOE"][:]}
+
+
+@pytest.fixture(scope="module")
+def product(scene: Scene, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """netCDF and chart written together with the defaults; the chart rasterised back."""
+    d = tmp_path_factory.mktemp("product")
+    paths = write_products(labels_as_prediction(scene), scene, d, formats="netcdf,shapefile,geopackage")
+    (shp,) = [p for p in paths if p.suffix == ".shp"]
+    (nc,) = [p for p in paths if p.suffix == ".nc"]
+    (gpkg,) = [p for p in paths if p.suffix == ".gpkg"]
+    return {"shp": shp, "gpkg": gpkg, "nc": _nc_classes(nc), "chart": rasterise_chart(shp, scene)}
+
+
+def test_geopackage_reads_back_as_the_shapefile(scene: Scene, product: dict) -> None:
+    """The GeoPackage's projected layer is the shapefile's chart; its lon/lat layer (edges
+    densified, so a few boundary pixels may differ) gives the same labels almost everywhere."""
+    chart = product["chart"]
+    same = rasterise_chart(product["gpkg"], scene)
+    for c in CHARTS:
+        np.testing.assert_array_equal(same[c], chart[c], err_msg=c)
+    lonlat = rasterise_chart(product["gpkg"], scene, layer="sigrid3_epsg4326")
+    for c in CHARTS:
+        assert (lonlat[c] == chart[c]).mean() > 0.995, c
+
+
+MARGIN = 1200.0
+"""m (1.5 model pixels) inside a polygon's outline: the warp and the coverage simplification
+move an outline by less than that."""
+
+
+def test_pure_regions_exact_against_the_netcdf(scene: Scene, product: dict) -> None:
+    """Score of the chart against the netCDF it was written with; where the netCDF is one
+    class triple throughout a polygon (a pure region), the chart gives back exactly it."""
+    from pyproj import Transformer
+    from shapely.geometry import shape
+
+    ref, chart = product["nc"], product["chart"]
+    common = {c: np.where(chart[c] == FILL, FILL, ref[c]) for c in CHARTS}
+    scores = score_arrays(common, chart).to_dict()
+    assert scores["combined"] >= NC_BOUND, scores  # measured 95.83 (module docstring)
+    lat, lon = scene.latlon()
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:3413", always_xy=True).transform(lon, lat)
+    import shapely
+
+    triple = ref["SIC"].astype(np.int32) * 100 + ref["SOD"].astype(np.int32) * 10 + ref["FLOE"]
+    masked = (ref["SIC"] == FILL) | (ref["SOD"] == FILL) | (ref["FLOE"] == FILL)
+    n_pure = n_polys = 0
+    checked = np.zeros(SHAPE, bool)
+    with fiona.open(product["shp"]) as src:
+        for feat in src:
+            if feat["properties"]["POLY_TYPE"] not in ("I", "W"):
+                continue
+            core = shape(feat["geometry"]).buffer(-MARGIN)
+            if core.is_empty:
+                continue
+            n_polys += 1
+            inside = shapely.contains_xy(core, x, y)
+            if not inside.any() or masked[inside].any() or np.unique(triple[inside]).size != 1:
+                continue
+            n_pure += 1
+            for c in CHARTS:
+                np.testing.assert_array_equal(chart[c][inside], ref[c][inside], err_msg=c)
+            checked |= inside
+    assert n_pure >= 3 and n_pure >= n_polys // 2, (n_pure, n_polys)
+    assert checked.sum() > 0.3 * (ref["SIC"] != FILL).sum()
 
 
 def test_poly_types_water_and_land(scene: Scene, labels: dict, charts: dict, tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def calibrate(model_spec: str, labels: tuple[str, ...], out: str | None, json_ou
       icechart calibrate --model models/mmseaice-s1-v1 --labels heldout/ -o calibrated.safetensors
     """
     from icechart.io.predictions import discover
-    from icechart.model.calibrate import calibrate as run
+    from icechart.infer.calibrate import calibrate as run
 
     existing_paths(list(labels))
     path, cal = run(model_spec, discover(labels), out=out, device=device)

@@ -82,7 +82,7 @@ def configure_logging(verbosity: int, *, log_file: str | None = None, fmt: str =
 
 def _version_message() -> str:
     try:
-        from icechart.models import default_model_id
+        from icechart.model.registry import default_model_id
 
         model = default_model_id()
     except Exception:  # no shipped model yet, or a broken registry: still print a version

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -21,10 +20,18 @@ from icechart.cli.options import (
     verify_opt,
 )
 
-if TYPE_CHECKING:
-    from icechart.ops.batch import BatchResult
-
 logger = logging.getLogger(__name__)
+
+
+def producer_opts(f: Any) -> Any:
+    """``--institution``, ``--creator-name``, ... : one option per
+    :data:`icechart.products.netcdf.PRODUCER_ATTRIBUTES` (also ``[predict]`` keys)."""
+    from icechart.products.netcdf import PRODUCER_ATTRIBUTES
+
+    for name in reversed(PRODUCER_ATTRIBUTES):
+        flag = "--" + name.replace("_", "-")
+        f = click.option(flag, name, default=None, metavar="TEXT", help=f"netCDF global attribute `{name}` (ACDD-1.3).")(f)
+    return f
 
 
 class FormatList(click.ParamType):
@@ -54,11 +61,12 @@ class FormatList(click.ParamType):
     type=FormatList(),
     default="netcdf,geotiff,shapefile,png",
     show_default=True,
-    help="Comma list of netcdf, geotiff, shapefile, png, autoice, uncertainty (autoice: the AutoICE submission file of all complete scenes in OUT; uncertainty: as --uncertainty-tif).",
+    help="Comma list of netcdf, geotiff, shapefile, png, autoice, uncertainty, geopackage (autoice: the AutoICE submission file of all complete scenes in OUT; uncertainty: as --uncertainty-tif; geopackage: the SIGRID-3 chart in the product CRS and in EPSG:4326 split at 180 degrees, styled).",
 )
 @click.option("--crs", default="EPSG:3413", show_default=True, help="Projected CRS of the GeoTIFFs and the shapefile (EPSG code or PROJ string).")
 @click.option("--resolution", type=FiniteFloatRange(min=0, max=100_000, min_open=True), default=200.0, show_default=True, help="GeoTIFF pixel size in CRS units (m).")
-@click.option("--sieve", type=click.IntRange(min=0, max=1_000_000), default=None, help="SIGRID-3: merge regions smaller than this many model pixels (800 m) [default: 16].")
+@click.option("--min-area", type=FiniteFloatRange(min=0, max=1_000_000), default=None, metavar="KM2", help="SIGRID-3 generalisation scale: regions smaller than this (km²) merge into a neighbour [default: 25, the finest of the CIS/DMI charts; see the README].")
+@click.option("--sieve", type=click.IntRange(min=0, max=1_000_000), default=None, help="SIGRID-3 generalisation scale in model pixels instead of --min-area [default: 40, i.e. 25 km² at 800 m].")
 @click.option("--tile-size", type=click.IntRange(min=16, max=16384), default=None, help="Model pixels per tile side; lower it on small GPUs [default: 512].")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average each network over left-right and up-down flips (4 forward passes).")
 @click.option("--uncertainty-tif", is_flag=True, help="Also write GeoTIFFs of SOD/FLOE confidence and, for an ensemble, the SIC standard error ({id}_{model}_{layer}.tif).")
@@ -69,6 +77,7 @@ class FormatList(click.ParamType):
 @strict_opt
 @verify_opt
 @progress_opt
+@producer_opts
 def predict(
     inputs: tuple[str, ...],
     outdir: str,
@@ -76,6 +85,7 @@ def predict(
     formats: tuple[str, ...],
     crs: str,
     resolution: float,
+    min_area: float | None,
     sieve: int | None,
     tile_size: int | None,
     tta: bool,
@@ -87,13 +97,15 @@ def predict(
     strict: bool,
     verify: bool,
     progress: bool | None,
+    **producer: str | None,
 ) -> None:
     """Predict ice charts (SIC, SOD, FLOE) for AI4Arctic scenes and write the products.
 
     Each scene gives, in OUT, named from the scene id and the model id: a CF netCDF at SAR
     geometry ({id}_{model}.nc), a GeoTIFF per chart on a projected grid, a SIGRID-3 shapefile,
     quicklook PNGs, and {id}_{model}.manifest.json, written last: a scene's products are
-    complete only when it exists. The model is loaded once.
+    complete only when it exists. The model is loaded once. --institution, --creator-* and
+    --publisher-* (or the same keys in [predict]) fill the netCDF's ACDD attributes.
     --model also takes an ensemble (ensemble.toml, or the directory of `icechart train --runs
     N`): its members' probabilities and SIC are averaged, and the netCDF gains
     SIC_standard_error (the members' spread); SOD/FLOE confidence is temperature-calibrated
@@ -119,44 +131,14 @@ def predict(
       icechart predict s.nc -o charts/ --model runs/ens5/ensemble.toml --tta --uncertainty-tif
       icechart -q --log-format json predict /data/incoming -o /data/charts --lock /run/lock/icechart.lock
     """
-    from icechart.infer.run import process_scene, product_options
-    from icechart.ops.batch import SceneOutput, run_guarded, want_progress
-    from icechart.products.warp import parse_crs
+    from icechart.pipeline.predict import predict_batch
 
     if uncertainty_tif and "uncertainty" not in formats:
         formats = (*formats, "uncertainty")
-    target_crs = parse_crs(crs)  # a bad CRS is a configuration error (78), before any scene
-    options = product_options(
-        formats, crs=target_crs.to_string(), resolution=resolution, sieve=sieve, tile_size=tile_size, tta=tta
-    )
-    command = "icechart " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    state: dict[str, Any] = {}
-
-    def setup() -> dict[str, Any]:
-        # Runs under the lock, after OUT is made: the model touches the GPU only then.
-        from icechart.infer.predict import load_model, resolve_device
-
-        dev = resolve_device(device)
-        model = state["model"] = load_model(model_spec, device=dev)
-        return {"model_id": model.model_id, "model_sha256": getattr(model, "sha256", None), "device": dev}
-
-    def process(path: Path) -> "SceneOutput":
-        timings: dict[str, float] = {}
-        files = process_scene(
-            path, state["model"], outdir, formats=formats, crs=crs, resolution=resolution,
-            tile_size=tile_size, sieve=sieve, command=command, timings=timings, tta=tta,
-        )  # fmt: skip
-        return SceneOutput(files, timings={k: v for k, v in timings.items() if isinstance(v, float)})
-
-    def finish(_result: "BatchResult") -> None:
-        if "autoice" in formats:
-            from icechart.products.autoice import write_autoice
-
-            write_autoice(outdir, state["model"].model_id)
-
-    run_guarded(
-        inputs, process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,
-        outdir=outdir, options=options, overwrite=overwrite, strict=strict,
-        progress=want_progress(progress), verify=verify,
+    predict_batch(
+        inputs, outdir, model=model_spec, formats=formats, crs=crs, resolution=resolution,
+        sieve=sieve, min_area=min_area, metadata={k: v for k, v in producer.items() if v},
+        tile_size=tile_size, tta=tta, device=device, overwrite=overwrite,
+        lock=lock, lock_wait=lock_wait, strict=strict, progress=progress, verify=verify,
+        command="icechart " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )  # fmt: skip
-

@@ -1,7 +1,8 @@
-"""Inference: tiled forward pass, full-resolution charts by row blocks, per-scene processing.
+"""Inference: from a scene and a model to the charts at the model's and the SAR resolution.
 
-Modules: :mod:`~icechart.infer.tiling` (numpy-only overlapping tiles), :mod:`~icechart.infer.predict`
-(``predict_scene``, ``predict_dataset``, ``load_model``), :mod:`~icechart.infer.run`
-(``process_scene``: one scene to products and manifest). torch is imported only when a model is
-loaded or run.
+Modules: :mod:`~icechart.infer.tiling` (numpy-only overlapping tiles), :mod:`~icechart.infer.forward`
+(features, tiled forward pass, flips, ensemble averaging), :mod:`~icechart.infer.decide` (the one
+decision rule: upsample and decide, status flags; also used by validation),
+:mod:`~icechart.infer.predict` (``predict_scene`` -> ``Prediction``), :mod:`~icechart.infer.calibrate`
+(fitting calibration temperatures). torch is imported only when a model is run.
 """

@@ -1,4 +1,4 @@
-"""Reading charts for scoring: references and predictions, matched by scene id, row-blocked.
+"""Reading charts for scoring: references and predictions, by scene id, row-blocked.
 
 Files understood (either side):
 
@@ -22,19 +22,17 @@ from __future__ import annotations
 import glob
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from icechart.calibration import ReliabilityAccumulator
-from icechart.classes import CHARTS, FILL, N_CLASSES
+from icechart.classes import CHARTS, FILL, N_CLASSES, SIC_PERCENT_PER_CLASS, sic_from_percent
 from icechart.errors import BadDataError, InputMissingError
 from icechart.io import contract as C
 from icechart.paths import unique_paths
-from icechart.score import ScoreAccumulator, ScoreResult
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +95,13 @@ class ChartSource:
             a = np.asarray(var[rows, :])
         if chart in self.percent:
             a = a.astype(np.int64)
-            bad = (a != FILL) & ((a % 10 != 0) | (a < 0) | (a > 100))
+            bad = (a != FILL) & ((a % SIC_PERCENT_PER_CLASS != 0) | (a < 0) | (a > 100))
             if bad.any():
                 raise BadDataError(
                     f"{self.path}: {self.variables[chart]} is in percent (units \"%\") but holds "
                     f"{int(a[bad][0])}, not a multiple of 10 in 0..100"
                 )
-            a = np.where(a == FILL, FILL, a // 10).astype(np.uint8)
+            a = sic_from_percent(a)
         else:
             n = N_CLASSES[chart]
             bad = (a != FILL) & ((a < 0) | (a >= n))
@@ -282,7 +280,7 @@ def _chart_shape(
     return shape  # type: ignore[return-value]
 
 
-def _index(sources: Iterable[ChartSource], role: str) -> dict[str, ChartSource]:
+def index_by_scene(sources: Iterable[ChartSource], role: str) -> dict[str, ChartSource]:
     by_id: dict[str, ChartSource] = {}
     dups: dict[str, list[Path]] = {}
     for src in sources:
@@ -298,35 +296,6 @@ def _index(sources: Iterable[ChartSource], role: str) -> dict[str, ChartSource]:
             "name one file per scene"
         )
     return by_id
-
-
-@dataclass
-class ScoreReport:
-    """A :class:`ScoreResult` plus which files were compared.
-
-    Attributes
-    ----------
-    result
-        The scores.
-    pairs
-        Scene id -> (reference path, prediction path), in scoring order.
-    """
-
-    result: ScoreResult
-    pairs: dict[str, tuple[Path, Path]]
-    calibration: dict[str, ReliabilityAccumulator] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON document of ``icechart score --json`` (with ``calibration``: ECE and
-        reliability bins per chart, when the predictions carry confidence layers)."""
-        d = self.result.to_dict()
-        if self.calibration:
-            d["calibration"] = {c: r.to_dict() for c, r in self.calibration.items()}
-        for sid, (ref, pred) in self.pairs.items():
-            if sid in d["scenes"]:
-                d["scenes"][sid]["reference"] = str(ref)
-                d["scenes"][sid]["prediction"] = str(pred)
-        return d
 
 
 def load_references(
@@ -396,108 +365,3 @@ def load_predictions(specs: Iterable[str | Path]) -> list[ChartSource]:
             )
         out.extend(found)
     return out
-
-
-def _row_blocks(n: int, step: int) -> Iterator[slice]:
-    for r0 in range(0, n, step):
-        yield slice(r0, min(r0 + step, n))
-
-
-def score_sources(
-    references: list[ChartSource],
-    predictions: list[ChartSource],
-    *,
-    block_rows: int = BLOCK_ROWS,
-) -> ScoreReport:
-    """Match references and predictions by scene id and score them, streaming row blocks.
-
-    Raises
-    ------
-    BadDataError
-        Duplicate scene ids on one side; unmatched files on either side (every one listed);
-        a shape mismatch (both files named); no labelled pixels at all.
-    """
-    refs = _index(references, "references")
-    preds = _index(predictions, "predictions")
-    unmatched = [f"{s.path} (prediction {sid})" for sid, s in preds.items() if sid not in refs]
-    unmatched += [f"{s.path} (reference {sid})" for sid, s in refs.items() if sid not in preds]
-    if unmatched:
-        raise BadDataError(
-            f"{len(unmatched)} file(s) without a counterpart by scene id: " + "; ".join(unmatched)
-        )
-    acc = ScoreAccumulator()
-    rel: dict[str, ReliabilityAccumulator] = {}
-    pairs: dict[str, tuple[Path, Path]] = {}
-    for sid, ref in refs.items():
-        pred = preds[sid]
-        if ref.shape != pred.shape:
-            raise BadDataError(
-                f"scene {sid}: reference {ref.path} is {ref.shape[0]}x{ref.shape[1]} but "
-                f"prediction {pred.path} is {pred.shape[0]}x{pred.shape[1]}"
-            )
-        try:
-            for rows in _row_blocks(ref.shape[0], block_rows):
-                for chart in CHARTS:
-                    r, q = ref.read(chart, rows), pred.read(chart, rows)
-                    acc.update(chart, r, q, scene_id=sid)
-                    if chart in pred.confidence:  # expected calibration error, streamed
-                        conf = pred.read_confidence(chart, rows)
-                        rel.setdefault(chart, ReliabilityAccumulator()).update_percent(r, q, conf)
-        finally:
-            ref.close()
-            pred.close()
-        pairs[sid] = (ref.path, pred.path)
-        per = acc.scene_scores(sid)
-        logger.info(
-            "scored %s: %s vs %s: %s",
-            sid,
-            ref.path.name,
-            pred.path.name,
-            " ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in per.items()),
-        )
-    empty = [c for c in CHARTS if acc.n_labelled(c) == 0]
-    if empty:
-        names = ", ".join(str(r.path) for r in refs.values())
-        raise BadDataError(
-            f"no labelled pixels for {', '.join(empty)} in the references ({names}); "
-            "test files carry no labels"
-        )
-    return ScoreReport(result=acc.result(), pairs=pairs, calibration=rel)
-
-
-def score_paths(
-    labels: Iterable[str | Path],
-    predictions: Iterable[str | Path],
-    *,
-    scene: str | Path | None = None,
-    range_codes: str = "mask",
-) -> ScoreReport:
-    """Score prediction files against reference files: what ``icechart score`` runs.
-
-    Parameters
-    ----------
-    labels
-        Reference files, directories or globs: AI4Arctic scenes, ``_reference.nc`` files, or
-        SIGRID-3 charts (with ``scene``).
-    predictions
-        icechart netCDF products or AutoICE submission files (files, directories, globs).
-    scene
-        The AI4Arctic scene whose grid SIGRID-3 charts are rasterised onto.
-    range_codes
-        ``mask``, ``low``, ``mid`` or ``high``: SIGRID-3 range codes such as 46 (see
-        :func:`icechart.io.sigrid3.polygon_classes`).
-
-    Returns
-    -------
-    ScoreReport
-
-    Raises
-    ------
-    InputMissingError
-        A path is missing (66).
-    BadDataError
-        See :func:`score_sources` (65).
-    """
-    refs = load_references(labels, scene=scene, range_codes=range_codes)
-    preds = load_predictions(predictions)
-    return score_sources(refs, preds)

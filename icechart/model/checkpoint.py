@@ -36,6 +36,7 @@ from icechart.atomic import atomic_path
 from icechart.classes import CLASS_TABLE_VERSION
 from icechart.errors import ModelError, first_line
 from icechart.hashing import sha256_file
+from icechart.model.contract import ModelContract
 from icechart.model.unet import UNet, build_net
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,14 @@ class LoadedModel:
     model_id: str
     sha256: str
     path: Path
+
+    @property
+    def contract(self) -> ModelContract:
+        """The typed input/output contract of :attr:`meta` (parsed once, then cached)."""
+        c = self.__dict__.get("_contract")
+        if c is None:
+            c = self.__dict__["_contract"] = ModelContract.from_meta(self.meta)
+        return c
 
 
 def _jsonable(obj: Any) -> Any:

@@ -51,6 +51,7 @@ from typing import Any
 
 from icechart.atomic import atomic_path
 from icechart.errors import ModelError
+from icechart.model.contract import ModelContract
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,14 @@ class EnsembleModel:
     sha256: str
     path: Path
     names: list[str] = field(default_factory=list)
+
+    @property
+    def contract(self) -> ModelContract:
+        """The members' shared input/output contract (parsed once, then cached)."""
+        c = self.__dict__.get("_contract")
+        if c is None:
+            c = self.__dict__["_contract"] = ModelContract.from_meta(self.meta)
+        return c
 
     @property
     def net(self) -> Any:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from icechart import __version__
+from icechart._version import __version__
 from icechart.atomic import atomic_path
 from icechart.errors import TryAgainError
 from icechart.hashing import sha256_file

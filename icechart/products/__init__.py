@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from icechart import __version__
+from icechart._version import __version__
 from icechart.atomic import atomic_path, forget_temporary, register_temporary, temp_prefix
-from icechart.classes import CHARTS
+from icechart.classes import CHARTS, STATUS_INVALID, STATUS_LAND
 from icechart.errors import ConfigError
 from icechart.hashing import sha256_file
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("netcdf", "geotiff", "shapefile", "png", "autoice", "uncertainty")
+FORMATS = ("netcdf", "geotiff", "shapefile", "png", "autoice", "uncertainty", "geopackage")
 DEFAULT_FORMATS = ("netcdf", "geotiff", "shapefile", "png")
 DEFAULT_CRS = "EPSG:3413"
 DEFAULT_RESOLUTION = 200.0
@@ -94,15 +94,21 @@ def product_paths(
     if "netcdf" in fm:
         paths.append(out / f"{stem}.nc")
     if "geotiff" in fm:
-        paths += [out / f"{stem}_{c}.tif" for c in CHARTS]
+        from icechart.products.geotiff import sidecar_paths
+
+        for c in CHARTS:
+            paths += [out / f"{stem}_{c}.tif", *sidecar_paths(out / f"{stem}_{c}.tif")]
     if "shapefile" in fm:
         from icechart.products.sigrid3 import SHAPEFILE_PARTS
 
         paths += [out / f"{stem}_sigrid3{ext}" for ext in SHAPEFILE_PARTS]
     if "png" in fm:
         paths += [out / f"{stem}_{c}.png" for c in CHARTS]
+    if "geopackage" in fm:
+        paths.append(out / f"{stem}_sigrid3.gpkg")
     if "uncertainty" in fm:
-        paths += [out / f"{stem}_{n}.tif" for n in UNCERTAINTY_LAYERS[: 3 if sic_standard_error else 2]]
+        for n in UNCERTAINTY_LAYERS[: 3 if sic_standard_error else 2]:
+            paths += [out / f"{stem}_{n}.tif", out / f"{stem}_{n}.qml"]
     return paths
 
 
@@ -140,8 +146,8 @@ class _LowresStatus:
         ph = -(-nb // f) * f - nb
         pw = self.w * f - self.samples
         real = np.pad(np.ones(status.shape, np.int32), ((0, ph), (0, pw)))
-        land = np.pad((status & 1).astype(np.int32), ((0, ph), (0, pw)))
-        bad = np.pad(((status & 2) >> 1).astype(np.int32), ((0, ph), (0, pw)))
+        land = np.pad(((status & STATUS_LAND) != 0).astype(np.int32), ((0, ph), (0, pw)))
+        bad = np.pad(((status & STATUS_INVALID) != 0).astype(np.int32), ((0, ph), (0, pw)))
         hb = land.shape[0] // f
         for acc, a in ((self.n, real), (self.land, land), (self.bad, bad)):
             acc[i0 : i0 + hb] += a.reshape(hb, f, self.w, f).sum(axis=(1, 3))
@@ -175,6 +181,8 @@ def write_products(
     resolution: float = DEFAULT_RESOLUTION,
     sieve: int | None = None,
     simplify: float | None = None,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
     complevel: int = 1,
     input_sha256: str | None = None,
     command: str | None = None,
@@ -201,10 +209,15 @@ def write_products(
         Projected CRS and pixel size (CRS units) of the GeoTIFFs; the shapefile uses the CRS at
         the model's resolution.
     sieve
-        Minimum SIGRID-3 region size in model pixels (default
-        :data:`icechart.products.sigrid3.DEFAULT_SIEVE`).
+        Generalisation scale of the SIGRID-3 chart in model pixels; overrides ``min_area``.
     simplify
-        Polygon simplification tolerance (CRS units; default half a model pixel).
+        Coverage simplification tolerance (CRS units; default one model pixel).
+    min_area
+        Generalisation scale of the SIGRID-3 chart in km² (default
+        :data:`icechart.products.sigrid3.DEFAULT_MIN_AREA_KM2`, 25 km²).
+    metadata
+        ACDD attributes of the netCDF that the producer sets (``institution``, ``creator_*``,
+        ``publisher_*``; :data:`icechart.products.netcdf.PRODUCER_ATTRIBUTES`).
     complevel
         zlib level of the netCDF.
     input_sha256
@@ -251,7 +264,7 @@ def write_products(
 
     with ExitStack() as stack:
         inv = None
-        if "geotiff" in fm or "shapefile" in fm or layers:
+        if "geotiff" in fm or "shapefile" in fm or "geopackage" in fm or layers:
             from icechart.products.warp import InverseGeolocation
 
             t = time.perf_counter()
@@ -275,13 +288,14 @@ def write_products(
                 input_sha256=input_sha256,
                 service=scene.service,
                 command=command,
-                extra=uncertainty_attrs(prediction),
+                extra={**uncertainty_attrs(prediction), **(metadata or {})},
             )
             nc = stack.enter_context(NetcdfWriter(
                 tmp, (lines, samples), attrs, block_rows=block_rows, complevel=complevel,
                 sic_standard_error=has_se, temperature=prediction.temperature,
             ))  # fmt: skip
             geo = LatLonBlocks(scene)
+            nc.footprint = geo.footprint()
             written.append(dest)
             tm["netcdf"] += time.perf_counter() - t
 
@@ -302,7 +316,8 @@ def write_products(
             from icechart.products.quicklook import QuicklookCollector
 
             ql = QuicklookCollector((lines, samples))
-        lowres = _LowresStatus((lines, samples), factor) if "shapefile" in fm else None
+        chart_fm = {"shapefile", "geopackage"} & set(fm)
+        lowres = _LowresStatus((lines, samples), factor) if chart_fm else None
 
         # -- the one pass over full-resolution row blocks --------------------------------
         it = prediction.blocks(scene, block_rows=block_rows)
@@ -319,9 +334,11 @@ def write_products(
                 nc.write(b.rows, arrays, lat, lon)
                 tm["netcdf"] += time.perf_counter() - t
             if gather is not None and rasters is not None:
+                from icechart.products.geotiff import with_land
+
                 t = time.perf_counter()
                 for c in rasters:
-                    gather.fill(rasters[c], b.rows, arrays[c])
+                    gather.fill(rasters[c], b.rows, with_land(arrays[c], b.status))
                 tm["geotiff"] += time.perf_counter() - t
             if ql is not None:
                 t = time.perf_counter()
@@ -347,7 +364,8 @@ def write_products(
             "acquisition_time": scene.time.isoformat(),
         }
         if rasters is not None and grid is not None:
-            from icechart.products.geotiff import write_geotiff
+            from icechart.products.geotiff import sidecar_paths, write_geotiff, write_layer_geotiff, write_sidecar
+            from icechart.products.styles import write_layer_qml
 
             t = time.perf_counter()
             for c in rasters:
@@ -355,11 +373,16 @@ def write_products(
                 tmp = stack.enter_context(atomic_path(dest))
                 if c in CHARTS:
                     write_geotiff(tmp, rasters[c], grid, chart=c, tags=tags)
+                    written.append(dest)
+                    for side, kind in zip(sidecar_paths(dest), (".tif.aux.xml", ".qml")):
+                        write_sidecar(stack.enter_context(atomic_path(side)), kind, c)
+                        written.append(side)
                 else:
-                    from icechart.products.geotiff import write_layer_geotiff
-
                     write_layer_geotiff(tmp, rasters[c], grid, name=c, tags=tags)
-                written.append(dest)
+                    written.append(dest)
+                    side = dest.with_suffix(".qml")
+                    write_layer_qml(stack.enter_context(atomic_path(side)), c)
+                    written.append(side)
             rasters = None
             tm["geotiff"] += time.perf_counter() - t
 
@@ -372,19 +395,27 @@ def write_products(
             assert inv is not None
             regions = sigrid3.region_codes(prediction.lowres_classes(), lowres.result())
             raster, inside = sigrid3.warp_regions(inv, sgrid_grid, regions)
-            polys = sigrid3.polygons(
+            if sieve is None:
+                area = sigrid3.DEFAULT_MIN_AREA_KM2 if min_area is None else float(min_area)
+                sieve = sigrid3.sieve_pixels(area, res)
+            polys = sigrid3.chart_polygons(
                 raster,
                 inside,
                 sgrid_grid.transform,
-                sieve=sigrid3.DEFAULT_SIEVE if sieve is None else int(sieve),
-                simplify=0.5 * res if simplify is None else float(simplify),
+                sieve=int(sieve),
+                simplify=res if simplify is None else float(simplify),
             )
             tmpdir = Path(tempfile.mkdtemp(prefix=temp_prefix("shp"), dir=outdir))
             register_temporary(tmpdir, outdir / f"{stem}_sigrid3.shp")  # a signal removes it too
             stack.callback(forget_temporary, tmpdir)
             stack.callback(shutil.rmtree, tmpdir, True)
+            exts = list(sigrid3.SHAPEFILE_PARTS) if "shapefile" in fm else []
             try:
-                sigrid3.write_shapefile(tmpdir / f"{stem}_sigrid3.shp", polys, target_crs)
+                if "shapefile" in fm:
+                    sigrid3.write_shapefile(tmpdir / f"{stem}_sigrid3.shp", polys, target_crs)
+                if "geopackage" in fm:
+                    sigrid3.write_geopackage(tmpdir / f"{stem}_sigrid3.gpkg", polys, target_crs)
+                    exts.append(".gpkg")
             except OSError as exc:
                 from icechart.atomic import os_error
 
@@ -396,7 +427,7 @@ def write_products(
                 if fault is not None:
                     raise fault from exc
                 raise
-            for ext in sigrid3.SHAPEFILE_PARTS:
+            for ext in exts:
                 dest = outdir / f"{stem}_sigrid3{ext}"
                 src = tmpdir / dest.name
                 if not src.exists():

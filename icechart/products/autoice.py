@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from icechart.atomic import atomic_path
-from icechart.classes import CHARTS, FILL
+from icechart.classes import CHARTS, FILL, sic_from_percent
 from icechart.errors import BadDataError
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def write_autoice(outdir: str | Path, model_id: str) -> Path | None:
                         for r0 in range(0, lines, _ROWS):
                             a = np.asarray(v[r0 : r0 + _ROWS, :], dtype=np.uint8)
                             if chart == "SIC":  # percent -> classes 0..10
-                                a = np.where(a == FILL, FILL, a // 10).astype(np.uint8)
+                                a = sic_from_percent(a)
                             w[r0 : r0 + _ROWS, :] = a
     logger.info("wrote %s (%d scenes)", dest, len(scenes))
     return dest

@@ -1,45 +1,61 @@
-"""GeoTIFF per chart on a projected grid (default EPSG:3413 at 200 m).
+"""GeoTIFF per chart on a projected grid (default EPSG:3413 at 200 m): Cloud Optimized GeoTIFFs.
 
-Values are the netCDF's (SIC in percent, SOD/FLOE classes, 255 no data), taken from the nearest
-SAR pixel of each target pixel (:mod:`icechart.products.warp`). Tiled 256 x 256, DEFLATE, nodata
-255, internal overviews (nearest), and a colour table: WMO colours for SIC and SOD, the
-sequential legend palette for FLOE (:data:`icechart.classes.COLOURS`), indexed by the stored
-values (SIC by percent), so QGIS shows the chart in the right place and colours.
+Values are the netCDF's (SIC in percent, SOD/FLOE classes), taken from the nearest SAR pixel of
+each target pixel (:mod:`icechart.products.warp`), with land apart from missing data: 254 land
+(:data:`icechart.products.styles.LAND_VALUE`), 255 no data (invalid SAR, outside the swath or
+the scene; the GeoTIFF's nodata). Written by GDAL's COG driver (``rio cogeo validate`` passes):
+tiled 256 x 256, DEFLATE, overviews by nearest neighbour (class values must not be averaged)
+down to one tile, IFDs ahead of the data. A colour table holds WMO colours for SIC and SOD, the
+sequential legend palette for FLOE (:data:`icechart.classes.COLOURS`) and tan for land, indexed
+by the stored values (SIC by percent). Beside each chart GeoTIFF: ``.tif.aux.xml`` with the
+category names and a raster attribute table, and a QGIS style ``.qml`` (:mod:`.styles`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from icechart.classes import CLASS_NAMES, COLOURS, FILL
+from icechart.errors import native_stderr
+from icechart.products.styles import LAND_RGB, LAND_VALUE, stored_value
 
 logger = logging.getLogger(__name__)
 
 TILE = 256
 NODATA_RGBA = (255, 255, 255, 0)
+NOT_FOR_NAVIGATION = (
+    "Automatic ice chart from a machine-learning model, not validated for operational use: "
+    "not for navigation."
+)
 
 
-def stored_value(chart: str, cls: int) -> int:
-    """The value a class is stored as (SIC in percent)."""
-    return 10 * cls if chart == "SIC" else cls
+def with_land(values: np.ndarray, status: np.ndarray) -> np.ndarray:
+    """GeoTIFF values of a block: the netCDF's, with land (status bit 1) as 254, not 255."""
+    out = values.copy()
+    out[(status & 1) != 0] = LAND_VALUE
+    return out
 
 
 def colormap(chart: str) -> dict[int, tuple[int, int, int, int]]:
-    """Colour table ``{stored value: (r, g, b, a)}`` with 255 transparent white."""
+    """Colour table ``{stored value: (r, g, b, a)}``: land tan, 255 transparent white."""
     cmap = {stored_value(chart, k): (*rgb, 255) for k, rgb in COLOURS[chart].items()}
+    cmap[LAND_VALUE] = (*LAND_RGB, 255)
     cmap[FILL] = NODATA_RGBA
     return cmap
 
 
-def _profile(data: np.ndarray, grid: Any, **extra: Any) -> dict[str, Any]:
-    """Tiled, DEFLATE-compressed single-band uint8 profile on ``grid`` with nodata 255."""
+def _profile(data: np.ndarray, grid: Any, *, overviews: bool = True, **extra: Any) -> dict[str, Any]:
+    """COG profile: single-band uint8 on ``grid``, nodata 255, DEFLATE, 256 x 256 tiles,
+    nearest-neighbour overviews (none when ``overviews`` is False)."""
     height, width = data.shape
     return {
-        "driver": "GTiff",
+        "driver": "COG",
         "width": width,
         "height": height,
         "count": 1,
@@ -48,49 +64,39 @@ def _profile(data: np.ndarray, grid: Any, **extra: Any) -> dict[str, Any]:
         "transform": grid.transform,
         "nodata": FILL,
         "compress": "deflate",
-        "zlevel": 6,
-        "tiled": True,
-        "blockxsize": TILE,
-        "blockysize": TILE,
+        "level": 6,
+        "blocksize": TILE,
+        "overview_resampling": "nearest",
+        "overviews": "auto" if overviews else "none",
         **extra,
     }
 
 
-def _finish(dst: Any, data: np.ndarray, tags: dict[str, str] | None, overviews: bool) -> None:
-    """Dataset tags (the overviews come after closing: :func:`_build_overviews`)."""
-    if tags:
-        dst.update_tags(**tags)
+def _finish(dst: Any, tags: dict[str, str] | None) -> None:
+    """Dataset tags, the not-for-navigation statement among them."""
+    dst.update_tags(**(tags or {}), disclaimer=NOT_FOR_NAVIGATION)
 
 
-def _check_not_full(path: Path) -> None:
-    """ENOSPC when the file system of ``path`` has not one byte left after a GeoTIFF was
-    written: libtiff reports a full disk on some writes only as text ("_tiffSeekProc: No space
-    left on device.") and GDAL carries on, so such a file may be truncated without an error."""
-    import errno
-    import os
+@contextmanager
+def _cog(path: Path, profile: dict[str, Any]) -> Iterator[Any]:
+    """Open a COG for writing in memory; on leaving, its bytes go to ``path`` with a plain file
+    write.
 
-    try:
-        st = os.statvfs(path.parent)
-    except OSError:
-        return
-    if st.f_bavail == 0:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-
-
-def _build_overviews(path: Path, data: np.ndarray, overviews: bool) -> None:
-    """Nearest-neighbour overviews (class values must not be averaged), built on the closed and
-    reopened file: GDAL crashes (SIGSEGV) when it builds overviews in the writing dataset over
-    tiles whose writes failed on a full disk (it reads the lost tiles back; found on a tiny
-    tmpfs, issue 16). Closing first turns such a failure into an exception before that."""
+    GDAL's COG driver builds the overviews in a ``.ovr.tmp`` file beside the destination, and
+    on a full disk it crashed (SIGSEGV) or left a truncated file without an error, libtiff only
+    printing "No space left on device" (found on a tiny tmpfs, issue 16). In memory nothing of
+    that can happen, and the one write to disk raises ENOSPC like any other (74). A chart COG
+    is a few MB at most.
+    """
     import rasterio
-    from rasterio.enums import Resampling
+    from rasterio.io import MemoryFile
 
-    factors = [f for f in (2, 4, 8, 16) if min(data.shape) // f >= TILE // 2]
-    if not overviews or not factors:
-        return
-    with rasterio.open(path, "r+") as dst:
-        dst.build_overviews(factors, Resampling.nearest)
-        dst.update_tags(ns="rio_overview", resampling="nearest")
+    with native_stderr(), rasterio.Env(GDAL_PAM_ENABLED="NO"), MemoryFile(ext=".tif") as mem:
+        with mem.open(**profile) as dst:  # the .aux.xml is written by write_sidecars
+            yield dst
+        data = mem.read()
+    with open(path, "wb") as fh:
+        fh.write(data)
 
 
 def write_geotiff(
@@ -117,29 +123,41 @@ def write_geotiff(
     tags
         Extra dataset tags (model id, scene id, ...).
     """
-    import rasterio
     from rasterio.enums import ColorInterp
 
-    from icechart.errors import native_stderr
+    with _cog(path, _profile(data, grid, overviews=overviews)) as dst:
+        dst.write(data, 1)
+        dst.write_colormap(1, colormap(chart))
+        dst.colorinterp = [ColorInterp.palette]
+        dst.set_band_description(1, _description(chart))
+        values = ", ".join(f"{stored_value(chart, k)}={name}" for k, name in enumerate(CLASS_NAMES[chart]))
+        dst.update_tags(
+            1,
+            units="%" if chart == "SIC" else "class",
+            values=values + f", {LAND_VALUE}=land, {FILL}=no data",
+        )
+        _finish(dst, tags)
 
-    profile = _profile(data, grid, predictor=1, photometric="palette")
-    with native_stderr(), rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data, 1)
-            dst.write_colormap(1, colormap(chart))
-            dst.colorinterp = [ColorInterp.palette]
-            dst.set_band_description(1, _description(chart))
-            values = ", ".join(
-                f"{stored_value(chart, k)}={name}" for k, name in enumerate(CLASS_NAMES[chart])
-            )
-            dst.update_tags(
-                1,
-                units="%" if chart == "SIC" else "class",
-                values=values + f", {FILL}=no data",
-            )
-            _finish(dst, data, tags, overviews)
-        _build_overviews(path, data, overviews)
-        _check_not_full(path)
+
+SIDECARS = (".tif.aux.xml", ".qml")
+"""Files beside each chart GeoTIFF ``{stem}.tif``: ``{stem}.tif.aux.xml``, ``{stem}.qml``."""
+
+
+def sidecar_paths(tif: Path) -> list[Path]:
+    """The sidecars of a chart GeoTIFF (:data:`SIDECARS`)."""
+    tif = Path(tif)
+    return [tif.with_name(tif.name + ".aux.xml"), tif.with_suffix(".qml")]
+
+
+def write_sidecar(path: Path, kind: str, chart: str) -> None:
+    """Write one sidecar of a chart GeoTIFF: ``kind`` ``.tif.aux.xml`` (category names, RAT)
+    or ``.qml`` (QGIS style)."""
+    from icechart.products import styles
+
+    if kind == ".qml":
+        styles.write_raster_qml(path, chart)
+    else:
+        styles.write_pam(path, chart)
 
 
 def _description(chart: str) -> str:
@@ -166,21 +184,14 @@ def write_layer_geotiff(
     tags: dict[str, str] | None = None,
     overviews: bool = True,
 ) -> None:
-    """Write an uncertainty layer (uint8 percent 0..100, 255 no data) as a grey GeoTIFF.
+    """Write an uncertainty layer (uint8 percent 0..100, 254 land, 255 no data) as a grey COG.
 
     Same grid, tiling, compression and overviews as :func:`write_geotiff`, no colour table
     (continuous values); the band description and ``units`` tag name the layer.
     """
-    import rasterio
-
-    from icechart.errors import native_stderr
-
-    profile = _profile(data, grid, predictor=2)  # continuous values: horizontal differencing
-    with native_stderr(), rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data, 1)
-            dst.set_band_description(1, LAYER_DESCRIPTIONS.get(name, name))
-            dst.update_tags(1, units="%", layer=name)
-            _finish(dst, data, tags, overviews)
-        _build_overviews(path, data, overviews)
-        _check_not_full(path)
+    profile = _profile(data, grid, overviews=overviews, predictor="yes")  # continuous: differencing
+    with _cog(path, profile) as dst:
+        dst.write(data, 1)
+        dst.set_band_description(1, LAYER_DESCRIPTIONS.get(name, name))
+        dst.update_tags(1, units="%", layer=name, values=f"0..100=percent, {LAND_VALUE}=land, {FILL}=no data")
+        _finish(dst, tags)

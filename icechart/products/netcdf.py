@@ -5,8 +5,15 @@ Layout (reference/contract.md "Products"; products-and-ops.md "CF netCDF"): dims
 "%", no scale_factor), ``SOD`` and ``FLOE`` uint8 classes with ``flag_values``/``flag_meanings``,
 all with ``_FillValue`` 255; ``SOD_confidence`` and ``FLOE_confidence`` uint8 percent (the chosen
 class's probability, OSI SAF practice) and ``status_flag`` (``flag_masks`` 1 land, 2 invalid SAR,
-4 outside swath), linked through ``ancillary_variables``; 2-D ``lat``/``lon`` auxiliary coordinates
-(float32) named in every variable's ``coordinates``. From an ensemble, ``SIC_standard_error``
+4 outside swath; standard name ``status_flag``), linked through ``ancillary_variables``; 2-D
+``lat``/``lon`` auxiliary coordinates (float32) and the scalar ``time`` coordinate (the
+acquisition) named in every variable's ``coordinates``. Every variable has an ACDD
+``coverage_content_type``. Global attributes: ACDD-1.3 discovery metadata, with
+``geospatial_bounds`` (WKT, EPSG:4326 in its latitude-longitude axis order, split into a
+MULTIPOLYGON at the antimeridian, a cap for a scene over the pole) and ``geospatial_lon_min`` >
+``geospatial_lon_max`` for a scene across 180 degrees (ACDD's rule), the producer's
+``institution``/``creator_*``/``publisher_*`` from ``[predict]`` (:data:`PRODUCER_ATTRIBUTES`),
+and a not-for-navigation statement (``comment``). From an ensemble, ``SIC_standard_error``
 (uint8 percent, ``standard_name "sea_ice_area_fraction standard_error"``, the spread of the
 members' SIC) joins SIC's ``ancillary_variables``; a calibrated model's confidence layers say
 so (temperature in their ``comment``).
@@ -25,9 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from icechart import __version__
-from icechart.classes import CLASS_NAMES, CLASS_TABLE_VERSION, FILL, N_CLASSES
-from icechart.infer.predict import STATUS_INVALID, STATUS_LAND, STATUS_MEANINGS, STATUS_OUTSIDE
+from icechart._version import __version__
+from icechart.classes import (
+    CLASS_NAMES,
+    CLASS_TABLE_VERSION,
+    FILL,
+    N_CLASSES,
+    STATUS_INVALID,
+    STATUS_LAND,
+    STATUS_MEANINGS,
+    STATUS_OUTSIDE,
+    sic_to_percent,
+)
 from icechart.io import contract as C
 
 logger = logging.getLogger(__name__)
@@ -50,7 +66,7 @@ def variable_attrs(
         Calibration temperatures per chart, noted in the confidence layers' ``comment``.
     """
     u8 = np.uint8
-    coords = "lat lon"
+    coords = "time lat lon"
     temperature = temperature or {}
     out = {
         "SIC": {
@@ -60,6 +76,7 @@ def variable_attrs(
             "valid_range": np.array([0, 100], u8),
             "coordinates": coords,
             "ancillary_variables": "status_flag",
+            "coverage_content_type": "modelResult",
             "comment": "round(clamp(regression, 0, 10)) x 10; 255 = land, invalid SAR or no data",
         },
         "SOD": {
@@ -70,6 +87,8 @@ def variable_attrs(
             "valid_range": np.array([0, N_CLASSES["SOD"] - 1], u8),
             "coordinates": coords,
             "ancillary_variables": "SOD_confidence status_flag",
+            "coverage_content_type": "thematicClassification",
+            "comment": "open_water exactly where SIC is 0: an ice pixel takes the most probable ice class",
         },
         "FLOE": {
             "long_name": "floe size (AI4Arctic classes)",
@@ -78,36 +97,57 @@ def variable_attrs(
             "valid_range": np.array([0, N_CLASSES["FLOE"] - 1], u8),
             "coordinates": coords,
             "ancillary_variables": "FLOE_confidence status_flag",
+            "coverage_content_type": "thematicClassification",
+            "comment": "open_water exactly where SIC is 0: an ice pixel takes the most probable ice class",
         },
         "SOD_confidence": {
+            # CF has no name for a class probability; quality_flag is "assessed quality
+            # information of another data variable", linked through ancillary_variables.
+            "standard_name": "quality_flag",
             "long_name": "probability of the stage of development class given in SOD",
             "units": "%",
             "valid_range": np.array([0, 100], u8),
             "coordinates": coords,
+            "coverage_content_type": "qualityInformation",
         },
         "FLOE_confidence": {
+            # CF has no name for a class probability; quality_flag is "assessed quality
+            # information of another data variable", linked through ancillary_variables.
+            "standard_name": "quality_flag",
             "long_name": "probability of the floe size class given in FLOE",
             "units": "%",
             "valid_range": np.array([0, 100], u8),
             "coordinates": coords,
+            "coverage_content_type": "qualityInformation",
         },
         "status_flag": {
-            "standard_name": "sea_ice_classification status_flag",
+            "standard_name": "status_flag",
             "long_name": "why a pixel has no ice chart value (0 = charted)",
             "flag_masks": np.array([STATUS_LAND, STATUS_INVALID, STATUS_OUTSIDE], u8),
             "flag_meanings": STATUS_MEANINGS,
             "valid_range": np.array([0, 7], u8),
             "coordinates": coords,
+            "coverage_content_type": "qualityInformation",
         },
         "lat": {
             "standard_name": "latitude",
             "long_name": "latitude (interpolated from the tie-point grid)",
             "units": "degrees_north",
+            "coverage_content_type": "coordinate",
         },
         "lon": {
             "standard_name": "longitude",
             "long_name": "longitude (interpolated from the tie-point grid)",
             "units": "degrees_east",
+            "coverage_content_type": "coordinate",
+        },
+        "time": {
+            "standard_name": "time",
+            "long_name": "acquisition time of the Sentinel-1 scene",
+            "units": TIME_UNITS,
+            "calendar": "standard",
+            "axis": "T",
+            "coverage_content_type": "coordinate",
         },
     }
     for chart in ("SOD", "FLOE"):
@@ -126,10 +166,40 @@ def variable_attrs(
             "units": "%",
             "valid_range": np.array([0, 100], u8),
             "coordinates": coords,
+            "coverage_content_type": "qualityInformation",
             "comment": "sample standard deviation (ddof 1) of the members' SIC before rounding, in "
             "percent, rounded to 1 %; 255 = land, invalid SAR or no data",
         }
     return out
+
+
+TIME_UNITS = "seconds since 1970-01-01 00:00:00"
+
+NOT_FOR_NAVIGATION = (
+    "NOT FOR NAVIGATION. Automatic ice chart from a machine-learning model that has not been "
+    "validated for operational use; use the ice services' official charts for navigation."
+)
+
+PRODUCER_ATTRIBUTES = (
+    "institution",
+    "creator_name",
+    "creator_email",
+    "creator_url",
+    "creator_type",
+    "creator_institution",
+    "publisher_name",
+    "publisher_email",
+    "publisher_url",
+    "publisher_type",
+    "publisher_institution",
+    "project",
+    "naming_authority",
+    "acknowledgement",
+)
+"""Global attributes the producing service sets (``[predict]`` keys of the same names,
+:mod:`icechart.cli.predict`); ACDD-1.3 names."""
+
+DEFAULT_INSTITUTION = "icechart users (set by the producing ice service)"
 
 
 def global_attrs(
@@ -156,7 +226,16 @@ def global_attrs(
             "data (AI4Arctic ready-to-train format), by the MMSeaIce multi-task U-Net: total "
             "concentration, stage of development and floe size at the SAR geometry."
         ),
-        "institution": "icechart users (set by the producing ice service)",
+        "institution": DEFAULT_INSTITUTION,
+        "id": f"{scene_id}_{model_id}",
+        "comment": NOT_FOR_NAVIGATION,
+        "disclaimer": NOT_FOR_NAVIGATION,
+        "standard_name_vocabulary": "CF Standard Name Table v93",
+        "keywords_vocabulary": "free text",
+        "platform": "Sentinel-1",
+        "instrument": "C-SAR (Extra Wide swath)",
+        "time_coverage_duration": "PT0S",
+        "time_coverage_resolution": "PT0S",
         "source": f"icechart {__version__}, model {model_id}",
         "history": f"{now} {cmd}".strip(),
         "date_created": now,
@@ -178,8 +257,77 @@ def global_attrs(
         "cdm_data_type": "Grid",
     }
     if extra:
-        attrs.update(extra)
+        attrs.update({k: v for k, v in extra.items() if v is not None and v != ""})
     return attrs
+
+
+def footprint_attrs(lat: np.ndarray, lon: np.ndarray, *, max_points: int = 120) -> dict[str, Any]:
+    """ACDD longitude range and ``geospatial_bounds`` of a scene from a node grid.
+
+    Parameters
+    ----------
+    lat, lon
+        2-D latitude and longitude of a grid of points over the scene, its outer rows and
+        columns on the scene's edges; longitude continuous (unwrapped about the scene's centre,
+        so it may leave [-180, 180)).
+
+    Returns
+    -------
+    dict
+        ``geospatial_lon_min``/``max`` (westernmost, easternmost; min > max across 180
+        degrees; -180/180 over a pole), ``geospatial_bounds`` (WKT in EPSG:4326's
+        latitude-longitude order), ``geospatial_bounds_crs``.
+    """
+    import shapely
+    from pyproj import Transformer
+    from shapely.geometry import MultiPolygon, Polygon, box
+
+    west, east = float(np.nanmin(lon)), float(np.nanmax(lon))
+    ring_lat = np.r_[lat[0, :], lat[1:, -1], lat[-1, -2::-1], lat[-2:0:-1, 0]]
+    ring_lon = np.r_[lon[0, :], lon[1:, -1], lon[-1, -2::-1], lon[-2:0:-1, 0]]
+    step = max(1, ring_lat.size // max_points)
+    h, w = lat.shape
+    corners = np.array([0, w - 1, w + h - 2, 2 * w + h - 3])  # keep the four corners
+    keep = np.union1d(np.arange(0, ring_lat.size, step), corners[corners < ring_lat.size])
+    ring_lat, ring_lon = ring_lat[keep], ring_lon[keep]
+    north = float(np.nanmean(lat)) >= 0
+    # Does the footprint hold the pole? Test in the polar stereographic plane.
+    to_ps = Transformer.from_crs("EPSG:4326", "EPSG:3413" if north else "EPSG:3031", always_xy=True)
+    x, y = to_ps.transform(ring_lon, ring_lat)
+    over_pole = bool(Polygon(np.column_stack([x, y])).buffer(0).contains(shapely.Point(0.0, 0.0)))
+
+    def wkt_latlon(geom: Any) -> str:
+        swapped = shapely.transform(geom, lambda xy: xy[:, ::-1])
+        return shapely.to_wkt(swapped, rounding_precision=4, trim=True)
+
+    if over_pole:
+        edge = float(np.nanmin(ring_lat)) if north else float(np.nanmax(ring_lat))
+        pole = 90.0 if north else -90.0
+        cap = box(-180.0, min(edge, pole), 180.0, max(edge, pole))
+        return {
+            "geospatial_lon_min": -180.0,
+            "geospatial_lon_max": 180.0,
+            "geospatial_bounds": wkt_latlon(cap),
+            "geospatial_bounds_crs": "EPSG:4326",
+        }
+    poly = Polygon(np.column_stack([ring_lon, ring_lat])).buffer(0)
+    parts = []
+    for k in range(-1, 2):  # the pieces in each 360-degree window, shifted into [-180, 180]
+        piece = poly.intersection(box(-180.0 + 360 * k, -90.0, 180.0 + 360 * k, 90.0))
+        if not piece.is_empty:
+            parts.append(shapely.transform(piece, lambda xy, k=k: xy - np.array([360.0 * k, 0.0])))
+    polys = [g for p in parts for g in getattr(p, "geoms", [p]) if g.geom_type == "Polygon"]
+    geom = polys[0] if len(polys) == 1 else MultiPolygon(polys)
+
+    def wrap(v: float) -> float:
+        return ((v + 180.0) % 360.0) - 180.0 if not -180.0 <= v <= 180.0 else v
+
+    return {
+        "geospatial_lon_min": wrap(west),
+        "geospatial_lon_max": wrap(east),
+        "geospatial_bounds": wkt_latlon(geom),
+        "geospatial_bounds_crs": "EPSG:4326",
+    }
 
 
 class LatLonBlocks:
@@ -211,6 +359,10 @@ class LatLonBlocks:
         self._ci1 = np.minimum(ci + 1, self.cn.size - 1)
         self._ct = ct.astype(np.float32)
         self._ct1 = (1 - ct).astype(np.float32)
+
+    def footprint(self) -> dict[str, Any]:
+        """:func:`footprint_attrs` of the scene (from the exact node grid)."""
+        return footprint_attrs(self.lat, self.lon)
 
     @staticmethod
     def _axis(pos: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -291,6 +443,8 @@ class NetcdfWriter:
         self.shape = shape
         self._lat = [np.inf, -np.inf]
         self._lon = [np.inf, -np.inf]
+        self.footprint: dict[str, Any] = {}
+        """Set by the caller (:meth:`LatLonBlocks.footprint`): the longitude range and bounds."""
         lines, samples = shape
         self.nc = netCDF4.Dataset(self.path, "w", format="NETCDF4")
         nc = self.nc
@@ -307,6 +461,12 @@ class NetcdfWriter:
         va = variable_attrs(sic_standard_error=sic_standard_error, temperature=temperature)
         self.names = CHART_VARIABLES + ((SE_VARIABLE,) if sic_standard_error else ())
         self.vars = {}
+        tv = nc.createVariable("time", "f8", ())
+        tv.setncatts(va["time"])
+        start = attrs.get("time_coverage_start")
+        if start:
+            t0 = datetime.fromisoformat(str(start)).astimezone(timezone.utc)
+            tv.assignValue((t0 - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds())
         for name in ("lat", "lon"):
             v = nc.createVariable(
                 name, "f4", dims, zlib=True, complevel=complevel, shuffle=True,
@@ -346,8 +506,13 @@ class NetcdfWriter:
                         "geospatial_lon_max": self._lon[1],
                         "geospatial_lat_units": "degrees_north",
                         "geospatial_lon_units": "degrees_east",
+                        **self.footprint,
                     }
                 )
+                fp = self.footprint
+                if fp and fp["geospatial_lon_min"] <= fp["geospatial_lon_max"] != 180.0:
+                    # not across 180 nor over a pole: the range of the longitudes as stored
+                    self.nc.setncatts({"geospatial_lon_min": self._lon[0], "geospatial_lon_max": self._lon[1]})
             self.nc.close()
 
     def __enter__(self) -> "NetcdfWriter":
@@ -365,9 +530,7 @@ def chart_arrays(
 ) -> dict[str, np.ndarray]:
     """Product variables for a block: SIC classes -> percent, masks kept at 255; with
     ``sic_se`` (uint8 percent) also ``SIC_standard_error``."""
-    sic = charts["SIC"]
-    pct = sic * np.uint8(10)
-    pct[sic == FILL] = FILL
+    pct = sic_to_percent(charts["SIC"])
     extra = {} if sic_se is None else {SE_VARIABLE: sic_se}
     return extra | {
         "SIC": pct,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icechart.classes import CLASS_NAMES, COLOURS, FILL, LEGEND_NOTES
+from icechart.classes import CLASS_NAMES, COLOURS, FILL, LEGEND_NOTES, STATUS_LAND
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,6 @@ LAND_RGB = (196, 170, 130)
 NODATA_RGB = (255, 255, 255)
 _LEGEND_W = 440
 _TITLE_H = 110
-_LAND_BIT = 1
 
 
 class QuicklookCollector:
@@ -61,7 +60,7 @@ def rgb_image(chart: str, classes: np.ndarray, status: np.ndarray) -> np.ndarray
     for k, rgb in COLOURS[chart].items():
         lut[k] = rgb
     img = lut[classes]
-    img[(status & _LAND_BIT) != 0] = LAND_RGB
+    img[(status & STATUS_LAND) != 0] = LAND_RGB
     return img
 
 

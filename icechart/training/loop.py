@@ -70,12 +70,11 @@ class RunResult:
 
 # -- helpers ---------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available; ``cuda`` without a GPU is a configuration error (78)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return torch.device(name)
+    """The one device rule of every command (:func:`icechart.model.load.resolve_device`: ``cuda``
+    without a GPU is exit 69), as a ``torch.device``."""
+    from icechart.model.load import resolve_device as resolve
+
+    return torch.device(resolve(name))
 
 
 class _Dist:
@@ -457,9 +456,9 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
 
 def _calibrate_best(best_path: Path, val_s: list[SceneData], device: torch.device) -> dict[str, Any] | None:
     """Fit temperature scaling of the best checkpoint on the validation scenes and store it in
-    its metadata (:mod:`icechart.model.calibrate`)."""
+    its metadata (:mod:`icechart.infer.calibrate`)."""
     from icechart.errors import BadDataError
-    from icechart.model.calibrate import fit_calibration, write_calibration
+    from icechart.infer.calibrate import fit_calibration, write_calibration
     from icechart.model.checkpoint import load_checkpoint
 
     model = load_checkpoint(best_path, device=device)
@@ -476,7 +475,7 @@ def _calibrate_best(best_path: Path, val_s: list[SceneData], device: torch.devic
 def _calibrate_ensemble(manifest: Path, cfg: TrainConfig, cache: str) -> dict[str, Any] | None:
     """Fit the ensemble's temperatures on the validation scenes all members share."""
     from icechart.errors import BadDataError
-    from icechart.model.calibrate import fit_calibration, write_calibration
+    from icechart.infer.calibrate import fit_calibration, write_calibration
     from icechart.model.ensemble import load_ensemble
 
     out = Path(cfg.out)

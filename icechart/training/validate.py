@@ -1,10 +1,11 @@
 """Validation at full label resolution with the scorer of ``icechart score``.
 
-The network runs on the whole downscaled scene; its outputs are upsampled bilinearly to the SAR
-grid by blocks of rows (interpolating between the downscaled pixel centres, so partial edge
-blocks and the subsample method are handled), then SIC = round(clamp(regression, 0, 10)) (or
-argmax) and SOD/FLOE = argmax (reference/method.md "Inference"), and scored with
-:class:`icechart.score.ScoreAccumulator`.
+The network runs on the whole downscaled scene; its outputs become full-resolution charts by
+the one decision rule of the products (:class:`icechart.infer.decide.Upsampler`: softmax, then
+bilinear upsampling between the downscaled pixel centres, SIC = round(clamp(regression, 0, 10))
+or argmax, SOD/FLOE = argmax; reference/method.md "Inference"), by blocks of rows, and are
+scored with :class:`icechart.score.ScoreAccumulator`. A checkpoint is therefore selected on the
+scores of exactly the charts ``icechart predict`` makes from it.
 """
 
 from __future__ import annotations
@@ -15,50 +16,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from icechart.classes import CHARTS, N_CLASSES
+from icechart.classes import CHARTS
 from icechart.features import normalise, pixel_centres
+from icechart.infer.decide import Upsampler
 from icechart.score import ScoreAccumulator, ScoreResult
 from icechart.training.data import SceneData
 
 logger = logging.getLogger(__name__)
 
 BLOCK_ROWS = 256
-
-
-def _grid_axis(n_full: int, n_down: int, factor: int, method: str, sl: slice) -> torch.Tensor:
-    centres = pixel_centres(n_full, factor, method)  # type: ignore[arg-type]
-    pos = np.arange(n_full, dtype=np.float64)[sl]
-    idx = np.interp(pos, centres, np.arange(n_down, dtype=np.float64))
-    g = 2.0 * idx / (n_down - 1) - 1.0 if n_down > 1 else np.zeros_like(idx)
-    return torch.from_numpy(g.astype(np.float32))
-
-
-def upsample_blocks(
-    out: torch.Tensor, shape: tuple[int, int], *, factor: int, method: str, block_rows: int = BLOCK_ROWS
-) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Yield ``(rows, values)``: ``out`` (C, h, w) bilinearly upsampled to SAR rows ``rows``."""
-    c, h, w = out.shape
-    gx = _grid_axis(shape[1], w, factor, method, slice(None)).to(out.device)
-    src = out[None].float()
-    for r0 in range(0, shape[0], block_rows):
-        rows = slice(r0, min(r0 + block_rows, shape[0]))
-        gy = _grid_axis(shape[0], h, factor, method, rows).to(out.device)
-        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None]
-        yield rows, F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
-
-
-def decide(values: dict[str, torch.Tensor], *, sic_mode: str) -> dict[str, np.ndarray]:
-    """Classes (uint8) from upsampled outputs."""
-    res = {}
-    for chart, v in values.items():
-        if chart == "SIC" and sic_mode == "regression":
-            cls = torch.round(torch.clamp(v[0], 0, N_CLASSES["SIC"] - 1))
-        else:
-            cls = torch.argmax(v, dim=0)
-        res[chart] = cls.to(torch.uint8).cpu().numpy()
-    return res
 
 
 @torch.no_grad()
@@ -70,6 +37,29 @@ def predict_scene_outputs(
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
         out = net(t)
     return {k: v[0].float() for k, v in out.items()}
+
+
+def validation_charts(
+    out: Mapping[str, torch.Tensor],
+    shape: tuple[int, int],
+    *,
+    factor: int,
+    method: str,
+    sic_mode: str,
+    block_rows: int = BLOCK_ROWS,
+) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
+    """Yield ``(rows, classes)``: uint8 full-resolution classes per chart (unmasked) of the
+    network outputs ``out`` (logits, ``(C, h, w)`` per chart) for a scene of SAR ``shape``."""
+    regression = sic_mode == "regression"
+    sic = out["SIC"][0].cpu().numpy() if regression else None
+    probs = {
+        c: torch.softmax(out[c], dim=0).cpu().numpy()
+        for c in CHARTS
+        if c != "SIC" or not regression
+    }
+    centres = (pixel_centres(shape[0], factor, method), pixel_centres(shape[1], factor, method))  # type: ignore[arg-type]
+    for rows, classes, _conf in Upsampler(sic, probs, centres, shape).blocks(block_rows):
+        yield rows, classes
 
 
 def validate(
@@ -91,11 +81,7 @@ def validate(
         for s in scenes:
             assert s.full_labels is not None
             out = predict_scene_outputs(net, s.x, norm, device=device, amp=amp)
-            stacked = torch.cat([out[c] for c in CHARTS], dim=0)
-            sizes = [out[c].shape[0] for c in CHARTS]
-            for rows, up in upsample_blocks(stacked, s.shape, factor=factor, method=method):
-                parts = dict(zip(CHARTS, torch.split(up, sizes, dim=0)))
-                pred = decide(parts, sic_mode=sic_mode)
+            for rows, pred in validation_charts(out, s.shape, factor=factor, method=method, sic_mode=sic_mode):
                 for k, chart in enumerate(CHARTS):
                     acc.update(chart, np.asarray(s.full_labels[k, rows]), pred[chart], scene_id=s.scene_id)
     finally:

@@ -36,14 +36,10 @@ CALIBRATED_CHARTS = ("SOD", "FLOE")
 def lowres_probabilities(model: Any, raw: np.ndarray, *, tta: bool = False) -> dict[str, np.ndarray]:
     """Averaged (uncalibrated) class probabilities of ``model`` (checkpoint or ensemble) for an
     unnormalised ``(C, h, w)`` feature stack (NaN = invalid)."""
-    from icechart.features import normalise
-    from icechart.infer.predict import MemberAverage, forward_tta
+    from icechart.infer.forward import forward_members
     from icechart.model.ensemble import members_of
 
-    avg = MemberAverage()
-    for m in members_of(model):
-        avg.add(*forward_tta(m, normalise(raw, m.meta.get("norm")), tile_size=None, tta=tta))
-    return avg.result()[2]
+    return forward_members(members_of(model), raw, normalised=False, tile_size=None, tta=tta)[2]
 
 
 def fit_calibration(
@@ -124,18 +120,18 @@ def scene_samples(model: Any, paths: Iterable[str | Path]) -> Iterable[tuple[str
         A scene without labels (65).
     """
     from icechart.features import downscale_labels
-    from icechart.infer.predict import check_channels, scene_features
+    from icechart.infer.forward import check_channels, scene_features
     from icechart.io.scene import open_scene
 
-    meta = model.meta
-    factor = int(meta["factor"])
-    method = str(meta.get("label_method", "mode"))
+    contract = model.contract
+    factor = contract.factor
+    method = contract.label_method
     for p in paths:
-        with open_scene(p, sar_fill=meta.get("sar_fill")) as scene:
+        with open_scene(p, sar_fill=contract.sar_fill) as scene:
             if not scene.has_labels:
                 raise BadDataError(f"{scene.path}: no labels (SIC/SOD/FLOE); calibration needs labelled scenes")
             check_channels(scene, model)
-            raw = scene_features(scene, meta, normalised=False)
+            raw = scene_features(scene, contract, normalised=False)
             y = np.stack([downscale_labels(scene, c, factor=factor, method=method) for c in CHARTS])  # type: ignore[arg-type]
             yield scene.scene_id, raw, y
 
@@ -212,7 +208,7 @@ def calibrate(
     (Path, dict)
         The file written and the calibration metadata.
     """
-    from icechart.infer.predict import load_model
+    from icechart.model.load import load_model
 
     model = load_model(model_spec, device=device)
     cal = fit_calibration(model, scene_samples(model, scenes))

@@ -1,0 +1,255 @@
+"""The forward pass: a scene's network input, tiled inference, flips and ensemble averaging.
+
+Everything here works at the network's grid (the downscaled ``factor``); turning its outputs
+into charts is :mod:`icechart.infer.decide`. torch is imported only inside :func:`forward`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from icechart.classes import CHARTS, N_CLASSES
+from icechart.errors import BadDataError, TryAgainError, first_line
+from icechart.infer.tiling import Blender, iter_tiles
+from icechart.io import contract as C
+from icechart.io.scene import Scene
+
+if TYPE_CHECKING:
+    from icechart.model.checkpoint import LoadedModel
+    from icechart.model.contract import ModelContract
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TILE = 512
+"""Downscaled pixels per tile side (a 5000 x 5000 scene, 500 x 500 at 800 m, runs whole)."""
+DEFAULT_OVERLAP = 64
+_FEATURE_BAND = 256  # downscaled rows of features built at once (bounds the reader's memory)
+
+Outputs = tuple["np.ndarray | None", dict[str, np.ndarray]]
+"""``(sic, probs)``: SIC regression ``(H, W)`` (None for a classification head) and softmax
+probabilities per chart ``(n, H, W)``."""
+
+
+def check_channels(scene: Scene, model: Any) -> None:
+    """BadDataError (65) naming every input variable of the model that the scene lacks."""
+    missing = [v for v in C.required_variables(list(model.contract.channels)) if v not in scene.ds]
+    if missing:
+        raise BadDataError(
+            f"{scene.path}: lacks variable(s) {', '.join(f'`{m}`' for m in missing)} that model "
+            f"{model.model_id} needs as input channels; use a model trained on the channels "
+            "this file has, or a complete AI4Arctic file"
+        )
+
+
+def scene_features(scene: Scene, contract: "ModelContract", *, normalised: bool = True) -> np.ndarray:
+    """The network input for ``scene`` from the model's contract, built by row bands.
+
+    With ``normalised=False`` the stack is left unnormalised with NaN at invalid pixels (as
+    :func:`icechart.features.raw_features`), to be normalised per ensemble member.
+    """
+    from icechart.features import build_features, output_shape, raw_features
+
+    oh, _ = output_shape(scene.shape, contract.factor)
+    kw: dict[str, Any] = dict(factor=contract.factor, method=contract.downscale_method, interp=contract.interp)
+    if normalised:
+        kw["norm"] = contract.norm
+    build = build_features if normalised else raw_features
+    channels = list(contract.channels)
+    if oh <= _FEATURE_BAND:
+        return build(scene, channels, **kw)
+    first = build(scene, channels, rows=slice(0, _FEATURE_BAND), **kw)
+    out = np.empty((first.shape[0], oh, first.shape[2]), dtype=np.float32)
+    out[:, :_FEATURE_BAND] = first
+    del first
+    for r in range(_FEATURE_BAND, oh, _FEATURE_BAND):
+        out[:, r : r + _FEATURE_BAND] = build(scene, channels, rows=slice(r, min(r + _FEATURE_BAND, oh)), **kw)
+    return out
+
+
+def forward(
+    model: "LoadedModel",
+    x: np.ndarray,
+    *,
+    tile_size: int | None = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+) -> Outputs:
+    """Run the network on a ``(C, H, W)`` stack in blended tiles.
+
+    Returns
+    -------
+    sic, probs
+        SIC regression ``(H, W)`` (None for a classification head) and softmax probabilities
+        per chart ``(n, H, W)``.
+
+    Raises
+    ------
+    TryAgainError
+        Out of GPU memory (75).
+    """
+    import torch
+
+    net = model.net
+    device = next(net.parameters()).device
+    regression = model.contract.regression
+    _, h, w = x.shape
+    n_sic = 1 if regression else N_CLASSES["SIC"]
+    total = n_sic + N_CLASSES["SOD"] + N_CLASSES["FLOE"]
+    blend = Blender((total, h, w), overlap)
+    try:
+        with torch.inference_mode():
+            for win in iter_tiles((h, w), tile_size, overlap):
+                t = torch.from_numpy(np.ascontiguousarray(x[(slice(None), *win)]))[None].to(device)
+                out = net(t)
+                parts = []
+                for chart in CHARTS:
+                    o = out[chart][0].float()
+                    if chart != "SIC" or not regression:
+                        o = torch.softmax(o, dim=0)
+                    parts.append(o)
+                blend.add(win, torch.cat(parts, dim=0).cpu().numpy())
+                del out, parts, t
+    except RuntimeError as exc:  # CUDA OOM is a RuntimeError subclass
+        if "out of memory" in str(exc).lower():
+            raise TryAgainError(
+                f"out of GPU memory ({first_line(exc, 80)}); retry with a smaller "
+                "tile size or on CPU"
+            ) from exc
+        raise
+    res = blend.result()
+    probs: dict[str, np.ndarray] = {}
+    k = 1 if regression else 0
+    if not regression:
+        probs["SIC"] = res[0:n_sic]
+        k = n_sic
+    probs["SOD"] = res[k : k + N_CLASSES["SOD"]]
+    probs["FLOE"] = res[k + N_CLASSES["SOD"] : k + N_CLASSES["SOD"] + N_CLASSES["FLOE"]]
+    return (np.ascontiguousarray(res[0]) if regression else None), probs
+
+
+FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
+"""Test-time augmentation: identity, left-right, up-down and both flips of a (C, H, W) stack
+(the dihedral flips the training augmentation also draws, reference/method.md)."""
+
+
+def _unflip(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Undo a flip of (C, H, W) axes on a (H, W) or (n, H, W) output."""
+    if not axes:
+        return a
+    shift = a.ndim - 3
+    return np.flip(a, tuple(ax + shift for ax in axes))
+
+
+def forward_tta(
+    model: "LoadedModel",
+    x: np.ndarray,
+    *,
+    tile_size: int | None = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    tta: bool = False,
+) -> Outputs:
+    """:func:`forward`, averaged over :data:`FLIPS` when ``tta`` (outputs flipped back first).
+
+    The average over the flip group makes the prediction flip-equivariant (exactly so for a
+    scene that goes through in one tile and whose sides are multiples of 2**pools).
+    """
+    if not tta:
+        return forward(model, x, tile_size=tile_size, overlap=overlap)
+    sic_sum: np.ndarray | None = None
+    p_sum: dict[str, np.ndarray] = {}
+    for axes in FLIPS:
+        xf = np.ascontiguousarray(np.flip(x, axes)) if axes else x
+        sic, probs = forward(model, xf, tile_size=tile_size, overlap=overlap)
+        if sic is not None:
+            u = _unflip(sic, axes)
+            sic_sum = u.copy() if sic_sum is None else sic_sum + u
+        for chart, p in probs.items():
+            u = _unflip(p, axes)
+            p_sum[chart] = u.copy() if chart not in p_sum else p_sum[chart] + u
+    n = np.float32(len(FLIPS))
+    sic_out = None if sic_sum is None else np.ascontiguousarray(sic_sum / n)
+    return sic_out, {c: np.ascontiguousarray(v / n) for c, v in p_sum.items()}
+
+
+class MemberAverage:
+    """Running average of members' outputs (Welford for the SIC spread), so memory does not
+    grow with the number of members.
+
+    SIC regression values are averaged; class probabilities are averaged per chart. The
+    standard deviation (ddof 1) is taken over each member's SIC value: its regression output,
+    or its expected class ``sum_k k p_k`` for a classification head.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.probs: dict[str, np.ndarray] = {}
+        self._mean: np.ndarray | None = None  # float64 running mean of the SIC values
+        self._m2: np.ndarray | None = None
+        self._regression = True
+
+    def add(self, sic: np.ndarray | None, probs: dict[str, np.ndarray]) -> None:
+        self.n += 1
+        n = self.n
+        if n == 1:
+            self.probs = {c: np.array(p, dtype=np.float32) for c, p in probs.items()}
+        else:
+            for c, p in probs.items():
+                self.probs[c] += (p - self.probs[c]) / np.float32(n)
+        if sic is not None:
+            v = np.asarray(sic, dtype=np.float64)
+        else:
+            k = np.arange(probs["SIC"].shape[0], dtype=np.float64)[:, None, None]
+            v = (probs["SIC"] * k).sum(axis=0)
+        if self._mean is None or self._m2 is None:
+            self._mean, self._m2 = v.copy(), np.zeros_like(v)
+            self._regression = sic is not None
+        else:
+            delta = v - self._mean
+            self._mean += delta / n
+            self._m2 += delta * (v - self._mean)
+
+    def result(self) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+        """(SIC mean or None for a classification head, SIC standard deviation across members
+        or None for one member, averaged probabilities)."""
+        if self.n == 0 or self._mean is None or self._m2 is None:
+            raise ValueError("no member outputs to combine")
+        sic = self._mean.astype(np.float32) if self._regression else None
+        se = np.sqrt(self._m2 / (self.n - 1)).astype(np.float32) if self.n > 1 else None
+        return sic, se, self.probs
+
+
+def forward_members(
+    members: list[Any],
+    raw: np.ndarray,
+    *,
+    normalised: bool,
+    tile_size: int | None = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    tta: bool = False,
+) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, np.ndarray], float]:
+    """Every member's outputs on one feature stack, averaged (:class:`MemberAverage`).
+
+    With ``normalised=False`` the stack is normalised per member with its own statistics (one
+    copy at a time, reused while consecutive members share them). Returns (SIC mean, SIC
+    spread or None, probabilities, seconds spent normalising).
+    """
+    import time
+
+    from icechart.features import normalise
+
+    avg = MemberAverage()
+    t_norm = 0.0
+    x, key = raw, None
+    for m in members:
+        if not normalised:
+            tn = time.perf_counter()
+            k = m.contract.norm_key()
+            if k != key:
+                x, key = normalise(raw, m.contract.norm), k
+            t_norm += time.perf_counter() - tn
+        avg.add(*forward_tta(m, x, tile_size=tile_size, overlap=overlap, tta=tta))
+    del x
+    sic, se, probs = avg.result()
+    return sic, se, probs, t_norm
