@@ -40,6 +40,23 @@ FLOE_NAMES = (
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"SIC": SIC_NAMES, "SOD": SOD_NAMES, "FLOE": FLOE_NAMES}
 N_CLASSES: dict[str, int] = {chart: len(names) for chart, names in CLASS_NAMES.items()}
 
+
+def check_labels(chart: str, values: np.ndarray, *, source: object) -> None:
+    """BadDataError (65) naming ``source`` when a label is neither a class of ``chart``
+    (0..N-1) nor FILL: such a value would index past the loss's classes (an IndexError on the
+    CPU, a device-side assert on CUDA)."""
+    n = N_CLASSES[chart]
+    a = np.asarray(values)
+    bad = (a != FILL) & ((a < 0) | (a >= n))
+    if bad.any():
+        from icechart.errors import BadDataError
+
+        v = a[bad]
+        raise BadDataError(
+            f"{source}: {chart} holds {int(bad.sum())} label(s) outside the classes 0..{n - 1} "
+            f"(e.g. {int(v.flat[0])}; {FILL} = no label); fix the file or leave it out of the training data"
+        )
+
 # Combined AutoICE score weights: (2 SIC + 2 SOD + 1 FLOE) / 5 (ai4arctic.md).
 SCORE_WEIGHTS: dict[str, int] = {"SIC": 2, "SOD": 2, "FLOE": 1}
 

@@ -12,6 +12,14 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:limit] or type(exc).__name__
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Host or device memory exhausted: MemoryError, torch's ``OutOfMemoryError`` (CUDA), or a
+    RuntimeError from a CUDA library that says "out of memory" (cuDNN, cuBLAS allocations)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
 class IcechartError(Exception):
     """Root of every error icechart reports to a user. ``exit_code`` is the sysexits code."""
 

@@ -311,6 +311,13 @@ class ScoreAccumulator:
             )
             per[chart].add(stats)
 
+    def add_stats(self, chart: str, stats: ChartStats, *, scene_id: str | None = None) -> None:
+        """Add statistics computed elsewhere (e.g. on the training device) for one chart."""
+        self._total[chart].add(stats)
+        if scene_id is not None:
+            per = self._scenes.setdefault(scene_id, {c: ChartStats(N_CLASSES[c]) for c in self.charts})
+            per[chart].add(stats)
+
     def add(self, other: ScoreAccumulator) -> None:
         """Merge another accumulator (e.g. from a worker process) into this one."""
         for chart, st in other._total.items():

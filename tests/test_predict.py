@@ -212,3 +212,17 @@ def test_no_default_model_is_69(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv(models.ENV_DIR, str(tmp_path))
     with pytest.raises(ModelError, match="--model"):
         models.default_model_id()
+
+
+def test_source_tree_registry_holds_the_shipped_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ICECHART_MODELS_DIR or a packaged copy, the registry is the checkout's models/
+    (what `make demo` uses): it names a default whose model card exists."""
+    from icechart.model import registry as models
+
+    monkeypatch.delenv(models.ENV_DIR, raising=False)
+    root = models.models_root()
+    if root.name == "_models":  # an installed wheel: its packaged copy is the registry
+        pytest.skip("packaged registry")
+    assert root == Path(__file__).resolve().parents[1] / "models"
+    default = models.load_registry(root)["default"]
+    assert (root / default / "model.toml").is_file()

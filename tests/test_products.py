@@ -391,9 +391,22 @@ def test_quicklooks(run: dict) -> None:
             assert max(im.size) <= 2000 and im.format == "PNG"
 
 
-def test_autoice_file(run: dict, tmp_path: Path) -> None:
-    import shutil
+def _decisions(run: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The network's unmasked full-resolution classes and the status flag of the fixture scene."""
+    blocks = list(run["pred"].blocks(run["scene"], decisions=True))
+    dec = {c: np.concatenate([b.decision[c] for b in blocks]) for c in CHARTS}
+    return dec, np.concatenate([b.status for b in blocks])
 
+
+def _read_autoice(path: Path, sid: str) -> dict[str, np.ndarray]:
+    import netCDF4
+
+    with netCDF4.Dataset(path) as nc:
+        nc.set_auto_mask(False)
+        return {c: nc[f"{sid}_{c}"][:] for c in CHARTS}
+
+
+def test_autoice_file(run: dict, tmp_path: Path) -> None:
     import netCDF4
 
     from icechart.ops import manifest as M
@@ -401,27 +414,70 @@ def test_autoice_file(run: dict, tmp_path: Path) -> None:
     mid, sid = run["model"].model_id, run["scene"].scene_id
     out = tmp_path / "out"
     out.mkdir()
-    nc_path = out / f"{sid}_{mid}.nc"
-    shutil.copy(_one(run["out"], f"{sid}_*.nc"), nc_path)
+    files = write_products(run["pred"], run["scene"], out, formats="autoice")
+    part = out / f"{sid}_{mid}_autoice.nc"
+    assert files == product_paths(sid, mid, out, ["netcdf", "autoice"]) and part in files
     assert write_autoice(out, mid) is None  # no manifest: not a complete scene
     data = M.build_manifest(scene_id=sid, input_path=run["scene_path"], model_id=mid, model_sha256=None,
-                            options={}, files=[nc_path], device="cpu", timings={})  # fmt: skip
+                            options={}, files=files, device="cpu", timings={})  # fmt: skip
     M.write_manifest(M.manifest_path(out, sid, mid), data)
     path = write_autoice(out, mid)
     assert path is not None and path.name == f"autoice_{mid}.nc"
     mtime = path.stat().st_mtime_ns
     assert write_autoice(out, mid) == path and path.stat().st_mtime_ns == mtime  # up to date: kept
-    with netCDF4.Dataset(path) as nc, netCDF4.Dataset(nc_path) as prod:
-        nc.set_auto_mask(False)
-        prod.set_auto_mask(False)
+    with netCDF4.Dataset(path) as nc:
         assert set(nc.variables) == {f"{sid}_{c}" for c in CHARTS}
         assert not nc.dimensions.keys() - {f"{sid}_{c}_dim{k}" for c in CHARTS for k in (0, 1)}
         sic = nc[f"{sid}_SIC"]
         assert sic.dtype == np.uint8 and sic.shape == SHAPE
         assert sic.filters()["zlib"] and sic.filters()["complevel"] == 1
-        pct = prod["SIC"][:]
-        np.testing.assert_array_equal(sic[:], np.where(pct == FILL, FILL, pct // 10))
-        np.testing.assert_array_equal(nc[f"{sid}_SOD"][:], prod["SOD"][:])
+    got = _read_autoice(path, sid)
+    dec, status = _decisions(run)
+    assert (status != 0).any() and (status == 0).any()  # the scene has masked pixels
+    with netCDF4.Dataset(out / f"{sid}_{mid}.nc") as prod:
+        prod.set_auto_mask(False)
+        product = {c: prod[c][:] for c in CHARTS}
+    for c in CHARTS:
+        assert not (got[c] == FILL).any(), c  # classes at every pixel of the SAR geometry
+        np.testing.assert_array_equal(got[c], dec[c])  # the network's decision, masked pixels too
+        np.testing.assert_array_equal(_read_autoice(part, sid)[c], dec[c])
+        # where nothing is masked the file agrees with the (masked) netCDF product
+        valid = status == 0
+        prod_c = product[c] // 10 if c == "SIC" else product[c]
+        np.testing.assert_array_equal(got[c][valid], prod_c[valid])
+        assert (product[c][~valid] == FILL).all()  # the product itself stays masked
+
+
+def test_autoice_scores_where_the_reference_labels_masked_pixels(run: dict, tmp_path: Path) -> None:
+    """A reference that labels pixels icechart masks (invalid SAR, land): the submission is scored
+    on the network's decision there, never on 255 (which wrecks SIC R^2)."""
+    from icechart.ops import manifest as M
+    from icechart.score import score_arrays
+
+    mid, sid = run["model"].model_id, run["scene"].scene_id
+    out = tmp_path / "out"
+    out.mkdir()
+    files = write_products(run["pred"], run["scene"], out, formats="autoice")
+    M.write_manifest(M.manifest_path(out, sid, mid), M.build_manifest(
+        scene_id=sid, input_path=run["scene_path"], model_id=mid, model_sha256=None,
+        options={}, files=files, device="cpu", timings={},
+    ))  # fmt: skip
+    path = write_autoice(out, mid)
+    assert path is not None
+    sub = _read_autoice(path, sid)
+    dec, status = _decisions(run)
+    masked = status != 0
+    rng = np.random.default_rng(3)
+    # The reference labels every pixel, the masked ones too (as a hidden AutoICE reference may):
+    # random classes where icechart charts, the network's own decision where it masks.
+    ref = {c: np.where(masked, dec[c], rng.integers(0, N_CLASSES[c], dec[c].shape)).astype(np.uint8) for c in CHARTS}
+    got = score_arrays(ref, sub).scores
+    assert got == pytest.approx(score_arrays(ref, dec).scores)
+    old = {c: np.where(masked, FILL, dec[c]).astype(np.uint8) for c in CHARTS}  # 255 where masked
+    before = score_arrays(ref, old).scores
+    for c in CHARTS:
+        assert before[c] < got[c], c
+    assert before["SIC"] < got["SIC"] - 1.0  # R^2: 255 against classes 0..10
 
 
 def test_bad_options() -> None:

@@ -57,10 +57,10 @@ def test_smoke_train_cli(scenes: Path, tmp_path: Path) -> None:
     assert len(m.meta["norm"]["mean"]) == 7
     # the cache was built once and is reused by the next run
     cache = tmp_path / ".icechart-cache"
-    stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    stamps = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npy")}
     code, text = _run("--config", str(TINY), "--data", str(scenes), "-o", str(tmp_path / "run2"), "--epochs", "1")
     assert code == 0, text
-    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npy")} == stamps  # the .json: last use
 
 
 def test_existing_run_is_not_overwritten_silently(scenes: Path, tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_resume_continues_identically(scenes: Path, tmp_path: Path) -> None:
     for k, v in sa["model"].items():
         assert torch.equal(v, sb["model"][k]), k
     assert sa["scheduler"]["last_epoch"] == sb["scheduler"]["last_epoch"]
-    assert sa["rng"]["sampler"] == sb["rng"]["sampler"]
+    assert sa["rng"] == sb["rng"]  # the streams derive from (seed, rank, epoch, batch)
     ma = [json.loads(l) for l in (a / "metrics.jsonl").read_text().splitlines()]
     mb = [json.loads(l) for l in (b / "metrics.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in ma] == [r["train_loss"] for r in mb]
@@ -198,19 +198,6 @@ def test_loss_ignores_fill() -> None:
     y[0, 1, 0, 0] = 2
     _, terms = multitask_loss(out, y)
     assert terms["SOD"] == pytest.approx(np.log(6), rel=1e-5)
-
-
-def test_ddp_two_processes_gloo(scenes: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "icechart", "train", "--config", str(TINY), "--data", str(scenes),
-        "-o", str(tmp_path / "ddp"), "--epochs", "1", "--device", "cpu",
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert (tmp_path / "ddp" / "best.safetensors").is_file()
-    assert load_checkpoint(tmp_path / "ddp").meta["epoch"] == 1
 
 
 def test_bad_set_value_blames_set(tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from icechart import __version__
-from icechart.errors import IcechartError, OutputError
+from icechart.errors import IcechartError, OutputError, first_line, is_out_of_memory
 from icechart.ops import signals as _signals
 
 logger = logging.getLogger("icechart")
@@ -106,9 +106,10 @@ class IcechartGroup(click.Group):
         except BrokenPipeError:  # `icechart ... | head`: the reader left; not an error of ours
             sys.stderr.close()
             ctx.exit(0)
-        except MemoryError as exc:
-            _report(ctx, exc, 75, "out of memory; retry with a smaller tile size or on another host")
         except Exception as exc:  # a bug: say so, exit 70, traceback only with -v/--debug
+            if is_out_of_memory(exc):  # host or GPU memory, in any command: retry later (75)
+                _report(ctx, exc, 75, f"out of memory ({first_line(exc, 120)}); retry with smaller "
+                        "tiles or batches, on a free GPU or on another host")  # fmt: skip
             _report(ctx, exc, 70, f"internal error: {type(exc).__name__}: {exc}")
 
 
@@ -176,7 +177,7 @@ def _register() -> None:
     from icechart.cli import synth
 
     cli.add_command(synth.synth)
-    for name in ("info", "score", "train", "predict", "calibrate", "config"):
+    for name in ("info", "score", "train", "predict", "calibrate", "config", "cache"):
         try:
             mod = __import__(f"icechart.cli.{name}", fromlist=[name])
         except ModuleNotFoundError as exc:

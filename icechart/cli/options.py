@@ -74,6 +74,14 @@ lock_wait_opt = click.option(
 strict_opt = click.option(
     "--strict", is_flag=True, help="Fail a scene (65) on data warnings, e.g. most of the SAR invalid."
 )
+shard_opt = click.option(
+    "--shard",
+    metavar="K/N|auto",
+    help="Do only shard K (0..N-1) of N of the scenes (by a hash of the scene id; stable across "
+    "machines); auto: from SLURM_ARRAY_TASK_ID/COUNT or JOB_COMPLETION_INDEX with "
+    "ICECHART_SHARD_COUNT. The last shard to finish merges the AutoICE file and writes "
+    "shards_{model}.json.",
+)
 progress_opt = click.option(
     "--progress/--no-progress",
     default=None,

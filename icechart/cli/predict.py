@@ -16,6 +16,7 @@ from icechart.cli.options import (
     lock_wait_opt,
     overwrite_opt,
     progress_opt,
+    shard_opt,
     strict_opt,
     verify_opt,
 )
@@ -78,6 +79,7 @@ class FormatList(click.ParamType):
 @verify_opt
 @progress_opt
 @producer_opts
+@shard_opt
 def predict(
     inputs: tuple[str, ...],
     outdir: str,
@@ -97,6 +99,7 @@ def predict(
     strict: bool,
     verify: bool,
     progress: bool | None,
+    shard: str | None,
     **producer: str | None,
 ) -> None:
     """Predict ice charts (SIC, SOD, FLOE) for AI4Arctic scenes and write the products.
@@ -130,6 +133,7 @@ def predict(
       icechart predict s.nc -o charts/ --model runs/exp1/ --crs EPSG:6931 --resolution 400
       icechart predict s.nc -o charts/ --model runs/ens5/ensemble.toml --tta --uncertainty-tif
       icechart -q --log-format json predict /data/incoming -o /data/charts --lock /run/lock/icechart.lock
+      icechart predict /archive/2019 -o /shared/charts --formats netcdf,autoice --shard auto
     """
     from icechart.pipeline.predict import predict_batch
 
@@ -139,6 +143,6 @@ def predict(
         inputs, outdir, model=model_spec, formats=formats, crs=crs, resolution=resolution,
         sieve=sieve, min_area=min_area, metadata={k: v for k, v in producer.items() if v},
         tile_size=tile_size, tta=tta, device=device, overwrite=overwrite,
-        lock=lock, lock_wait=lock_wait, strict=strict, progress=progress, verify=verify,
+        lock=lock, lock_wait=lock_wait, strict=strict, progress=progress, verify=verify, shard=shard,
         command="icechart " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Number of epochs (overrides `epochs`).")
 @click.option("--seed", type=int, default=None, help="Random seed (overrides `seed`).")
 @click.option("--cache-dir", type=str, default=None, help="Preprocessing cache directory (default RUNDIR/../.icechart-cache).")
+@click.option("--sync-batchnorm", is_flag=True, default=None, help="Under DDP on CUDA, synchronise batch-norm statistics across ranks (sets `sync_batchnorm`).")
 @device_opt
 def train(
     config: str,
@@ -34,6 +36,7 @@ def train(
     epochs: int | None,
     seed: int | None,
     cache_dir: str | None,
+    sync_batchnorm: bool | None,
     device: str,
 ) -> None:
     """Train a multi-task U-Net (SIC, SOD, FLOE) on labelled AI4Arctic scenes.
@@ -49,9 +52,12 @@ def train(
       icechart train --config quick-cpu --data scenes/ -o runs/quick
       icechart train --config model-1 --data ai4arctic/train -o runs/m1 --runs 20
       icechart train --config run.toml --set epochs=2 --set lr=0.01 -o runs/try --resume
+      torchrun --nproc-per-node 4 -m icechart train --config model-1 --data d/ -o runs/ddp --sync-batchnorm
     """
     from icechart.train import load_train_config, train_runs
 
+    if sync_batchnorm:
+        overrides = (*overrides, "sync_batchnorm=true")
     cfg = load_train_config(
         config,
         overrides=list(overrides),
@@ -64,6 +70,8 @@ def train(
         device=None if device == "auto" else device,
     )
     results, summary = train_runs(cfg, resume=resume, overwrite=overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: one table, from rank 0
+        return
     rows = [(f"run {k + 1}", r.scores) for k, r in enumerate(results)]
     if len(results) > 1:
         rows.append(("mean", summary["mean"] or None))

@@ -46,7 +46,8 @@ class Block:
     ``charts`` holds uint8 classes (SIC in classes 0..10, not percent), 255 where masked;
     ``confidence`` uint8 percent for SOD and FLOE (and SIC for a classification head);
     ``status`` the status flag bits; ``sic_se`` (ensembles only) the SIC standard error across
-    members, uint8 percent (255 masked).
+    members, uint8 percent (255 masked); ``decision`` (only when asked for) the classes before
+    masking: the network's decision at every pixel, masked ones included (for the AutoICE file).
     """
 
     rows: slice
@@ -54,6 +55,7 @@ class Block:
     confidence: dict[str, np.ndarray]
     status: np.ndarray
     sic_se: np.ndarray | None = None
+    decision: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -127,8 +129,10 @@ class Prediction:
         return lowres_classes(self.sic, self.probs)
 
     # -- full resolution, by row blocks ------------------------------------------------------
-    def blocks(self, scene: Scene, *, block_rows: int = BLOCK_ROWS) -> Iterator[Block]:
+    def blocks(self, scene: Scene, *, block_rows: int = BLOCK_ROWS, decisions: bool = False) -> Iterator[Block]:
         """Yield the full-resolution charts in row blocks of ``block_rows`` SAR lines.
+
+        With ``decisions`` each block also carries the unmasked classes (:attr:`Block.decision`).
 
         Memory per block: a few ``block_rows x samples`` arrays (uint8 charts, float32 work
         arrays for three channels), independent of the number of lines.
@@ -143,6 +147,7 @@ class Prediction:
                 np.multiply(v, 10, out=v)
                 se = np.rint(np.clip(v, 0, 100)).astype(np.uint8)
             status = scene_status(scene, rows)
+            decision = {c: a.copy() for c, a in charts.items()} if decisions else None
             masked = status != 0
             for a in charts.values():
                 a[masked] = FILL
@@ -150,7 +155,7 @@ class Prediction:
                 a[masked] = FILL
             if se is not None:
                 se[masked] = FILL
-            yield Block(rows, charts, confs, status, se)
+            yield Block(rows, charts, confs, status, se, decision)
 
 
 def scene_status(scene: Scene, rows: slice) -> np.ndarray:

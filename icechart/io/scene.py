@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from icechart.classes import FILL, N_CLASSES
+from icechart.classes import FILL, N_CLASSES, check_labels
 from icechart.errors import BadDataError, InputMissingError, first_line
 from icechart.io import contract as C
 from icechart.io.georef import check_tie_points, interpolate_latlon, tie_positions
@@ -120,15 +120,8 @@ class Scene:
         if chart not in self.ds:
             raise BadDataError(f"{self.path}: no labels (variable `{chart}` absent; a test file?)")
         raw = self.read(chart, window)
-        n = N_CLASSES.get(chart)
-        if n is not None:
-            bad = (raw != FILL) & ((raw < 0) | (raw >= n))
-            if bad.any():
-                v = raw[bad].flat[0].item()
-                raise BadDataError(
-                    f"{self.path}: label `{chart}` holds {v!r}, not a class 0..{n - 1} of the "
-                    f"{chart} table nor {FILL} (no label); not an AI4Arctic label file?"
-                )
+        if chart in N_CLASSES:
+            check_labels(chart, raw, source=self.path)
         return raw.astype(np.uint8, copy=False)
 
     @property

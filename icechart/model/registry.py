@@ -48,7 +48,7 @@ def models_root() -> Path:
             return Path(str(packaged))
     except (ModuleNotFoundError, NotADirectoryError):  # pragma: no cover - odd installs
         pass
-    return Path(__file__).resolve().parent.parent / "models"
+    return Path(__file__).resolve().parents[2] / "models"  # the source tree: icechart/model/ -> repo
 
 
 def load_registry(root: Path | None = None) -> dict[str, Any]:

@@ -49,7 +49,27 @@ if TYPE_CHECKING:
     )
     from icechart.ops.signals import SignalExit, handle_signals
 
-__all__ = sorted(_MODULE)
+__all__ = [
+    "BatchError",
+    "BatchResult",
+    "SceneOutput",
+    "SceneResult",
+    "SignalExit",
+    "build_manifest",
+    "claim",
+    "collect_scenes",
+    "complete_scenes",
+    "handle_signals",
+    "manifest_path",
+    "prepare_outdir",
+    "read_manifest",
+    "run_batch",
+    "run_guarded",
+    "run_lock",
+    "sha256_file",
+    "want_progress",
+    "write_manifest",
+]
 
 
 def __getattr__(name: str) -> object:

@@ -36,6 +36,7 @@ from icechart.errors import (
     ModelError,
     OutputError,
     TryAgainError,
+    is_out_of_memory,
 )
 from icechart.io.contract import safe_model_id, safe_scene_id, scene_id_from
 from icechart.ops import manifest as M
@@ -159,7 +160,7 @@ def _is_scene_file(p: Path) -> bool:
     # own scene (66) instead of being skipped silently or hanging a reader.
     if name.startswith(".") or not name.endswith(".nc") or p.is_dir():
         return False
-    if name.endswith("_reference.nc") or name.startswith("autoice_"):
+    if name.endswith(("_reference.nc", "_autoice.nc")) or name.startswith("autoice_"):
         return False
     # A product netCDF of ours sits beside its manifest: not an input scene.
     return not (p.parent / (p.name[:-3] + M.MANIFEST_SUFFIX)).exists()
@@ -169,7 +170,7 @@ def collect_scenes(paths: Iterable[str | Path]) -> list[Path]:
     """Expand inputs: files as given, directories to their ``*.nc`` scene files, sorted.
 
     Directory listings skip hidden and temporary files, ``*_reference.nc`` label files,
-    ``autoice_*.nc`` collections and product files that have a manifest beside them. Paths
+    ``autoice_*.nc`` collections, ``*_autoice.nc`` parts and product files that have a manifest beside them. Paths
     that do not exist, and names that are not regular files (FIFOs, devices), are kept: they
     fail as their own scene with 66. Duplicates (same resolved path) are dropped, keeping the
     first.
@@ -246,7 +247,7 @@ def _prefix_files(outdir: Path, scene_id: str, model_id: str) -> set[str]:
 def _classify(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, IcechartError):
         return exc.exit_code, exc.message.splitlines()[0] if exc.message else type(exc).__name__
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+    if is_out_of_memory(exc):
         return TryAgainError.exit_code, f"out of memory ({type(exc).__name__}); retry later or on another host"
     first = (str(exc).splitlines() or [""])[0]
     return InternalError.exit_code, f"internal error: {type(exc).__name__}: {first}"

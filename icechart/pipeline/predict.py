@@ -144,7 +144,8 @@ def process_scene(
         Output directory (must exist; :func:`icechart.ops.batch.prepare_outdir` makes it).
     formats
         Comma list or iterable of ``netcdf, geotiff, shapefile, png, autoice``; default all but
-        ``autoice``. (``autoice`` makes this write the netCDF; the AutoICE file itself is
+        ``autoice``. (``autoice`` makes this write the netCDF and the scene's unmasked AutoICE part
+        ``{id}_{model}_autoice.nc``; the AutoICE file itself is
         rebuilt once per run with :func:`icechart.products.autoice.write_autoice`.)
     crs, resolution
         Projected products' CRS and GeoTIFF pixel size.
@@ -233,8 +234,8 @@ def product_options(
 ) -> dict[str, Any]:
     """The options a finished scene's products are compared on when a run meets them again.
 
-    Only what changes the files counts: the per-scene formats (``autoice`` is a run-level
-    file), the CRS and resolution only for projected products, the generalisation scale (in
+    Only what changes the files counts: the per-scene formats (``autoice``: the scene's
+    AutoICE part), the CRS and resolution only for projected products, the generalisation scale (in
     model pixels) only for the chart, the producer's attributes only for the netCDF and when
     set; defaults are filled in so ``--sieve 40`` equals no ``--sieve``. The device never
     counts.
@@ -243,7 +244,7 @@ def product_options(
     from icechart.products.sigrid3 import DEFAULT_MIN_AREA_KM2, MODEL_PIXEL_M, sieve_pixels
 
     fm = parse_formats(formats)
-    per_scene = [f for f in FORMATS if f in fm and f != "autoice"]
+    per_scene = [f for f in FORMATS if f in fm]
     opts: dict[str, Any] = {
         "formats": per_scene,
         "tile_size": DEFAULT_TILE if tile_size is None else int(tile_size),
@@ -286,6 +287,7 @@ def predict_batch(
     strict: bool = False,
     progress: bool | None = False,
     verify: bool = False,
+    shard: str | None = None,
     command: str | None = None,
 ) -> "BatchResult":
     """Predict every scene of ``inputs`` into ``outdir``: what ``icechart predict`` runs.
@@ -310,6 +312,10 @@ def predict_batch(
         Hold this lock file for the run (busy: 75 at once, or after ``lock_wait`` seconds).
     progress
         "scene k/n" lines on stderr; None: when stderr is a terminal.
+    shard
+        ``K/N`` (this run does the K-th of N stable parts of the scenes, by scene id) or
+        ``auto`` (from Slurm array or Kubernetes Indexed Job variables); None: every scene.
+        The last shard to finish merges the AutoICE file (:mod:`icechart.ops.shard`).
     verify
         Check the products of a skipped scene by their manifest sha256 (not only size and
         time); a missing or damaged product makes the scene redo.
@@ -332,6 +338,7 @@ def predict_batch(
     """
     from icechart.model.load import load_model, resolve_device
     from icechart.ops.batch import SceneOutput, run_guarded, want_progress
+    from icechart.ops.shard import finish_run, select
     from icechart.products import parse_formats
     from icechart.products.warp import parse_crs
 
@@ -357,14 +364,20 @@ def predict_batch(
         )  # fmt: skip
         return SceneOutput(files, timings={k: v for k, v in timings.items() if isinstance(v, float)})
 
-    def finish(_result: "BatchResult") -> None:
+    def merge() -> Path | None:
         if "autoice" in fm:
             from icechart.products.autoice import write_autoice
 
-            write_autoice(outdir, state["model"].model_id)
+            return write_autoice(outdir, state["model"].model_id)
+        return None
+
+    part = select(inputs, shard)  # None without a shard
+
+    def finish(result: "BatchResult") -> None:
+        finish_run(part, outdir=outdir, model=state["model"], options=options, result=result, merge=merge)
 
     return run_guarded(
-        list(inputs), process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,
+        part.paths if part is not None else list(inputs), process, lock=lock, lock_wait=lock_wait, setup=setup, finish=finish,
         outdir=outdir, options=options, overwrite=overwrite, strict=strict,
         progress=want_progress(progress), verify=verify,
     )  # fmt: skip

@@ -109,6 +109,8 @@ def product_paths(
     if "uncertainty" in fm:
         for n in UNCERTAINTY_LAYERS[: 3 if sic_standard_error else 2]:
             paths += [out / f"{stem}_{n}.tif", out / f"{stem}_{n}.qml"]
+    if "autoice" in fm:
+        paths.append(out / f"{stem}_autoice.nc")
     return paths
 
 
@@ -201,8 +203,9 @@ def write_products(
     model
         Model id (or a loaded model) for the file names; default the prediction's.
     formats
-        Among ``netcdf, geotiff, shapefile, png, uncertainty`` (``autoice`` is rebuilt per run
-        by :func:`icechart.products.autoice.write_autoice`, not here; ``uncertainty``: GeoTIFFs
+        Among ``netcdf, geotiff, shapefile, png, uncertainty, autoice`` (``autoice``: the
+        scene's unmasked part ``{id}_{model}_autoice.nc``; the AutoICE file itself is rebuilt
+        per run by :func:`icechart.products.autoice.write_autoice`; ``uncertainty``: GeoTIFFs
         of the SOD/FLOE confidence and, for an ensemble, the SIC standard error, on the
         GeoTIFF grid).
     crs, resolution
@@ -243,7 +246,7 @@ def write_products(
     from icechart.products.netcdf import LatLonBlocks, NetcdfWriter, chart_arrays, global_attrs
     from icechart.products.warp import parse_crs
 
-    fm = [f for f in parse_formats(formats) if f != "autoice"]
+    fm = list(parse_formats(formats))
     if not fm:
         return []
     model_id = _model_id(prediction, model)
@@ -318,9 +321,19 @@ def write_products(
             ql = QuicklookCollector((lines, samples))
         chart_fm = {"shapefile", "geopackage"} & set(fm)
         lowres = _LowresStatus((lines, samples), factor) if chart_fm else None
+        part = None
+        if "autoice" in fm:
+            from icechart.products.autoice import PartWriter, part_name
+
+            dest = outdir / part_name(scene.scene_id, model_id)
+            tmp = stack.enter_context(atomic_path(dest))
+            part = stack.enter_context(
+                PartWriter(tmp, scene_id=scene.scene_id, model_id=model_id, shape=(lines, samples))
+            )
+            written.append(dest)
 
         # -- the one pass over full-resolution row blocks --------------------------------
-        it = prediction.blocks(scene, block_rows=block_rows)
+        it = prediction.blocks(scene, block_rows=block_rows, decisions=part is not None)
         while True:
             t = time.perf_counter()
             b = next(it, None)
@@ -348,6 +361,10 @@ def write_products(
                 t = time.perf_counter()
                 lowres.add(b.rows, b.status)
                 tm["shapefile"] += time.perf_counter() - t
+            if part is not None and b.decision is not None:
+                part.write(b.rows, b.decision)
+        if part is not None:
+            part.close()
         if nc is not None:
             t = time.perf_counter()
             nc.close()

@@ -32,8 +32,8 @@ class AugmentSpec:
     cutmix: bool = True
 
 
-def _rand(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.rand(n, generator=gen, device=gen.device).to(device)
+def _rand(n: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen, device=gen.device)
 
 
 def augment_batch(
@@ -59,7 +59,9 @@ def augment_batch(
     n = x.shape[0]
     dev = x.device
     p = spec.p
-    draws = _rand(6 * n + 6, gen, dev)
+    # Every draw and every decision is made on the generator's device (the CPU), so nothing
+    # here waits for the GPU; only the per-sample parameters travel to it.
+    draws = _rand(6 * n + 6, gen).cpu()
     d = draws[: 6 * n].view(6, n)
     hflip, vflip = d[0] < p, d[1] < p
     rot = d[2] < p
@@ -67,21 +69,26 @@ def augment_batch(
     angle = (d[4] * 2 - 1) * math.radians(spec.max_rotation) * rot
     scale = torch.where(scl, spec.scale_min + d[5] * (spec.scale_max - spec.scale_min), torch.ones_like(d[5]))
 
+    hf = hflip.to(dev, non_blocking=True).view(-1, 1, 1, 1)
+    vf = vflip.to(dev, non_blocking=True).view(-1, 1, 1, 1)
+
     def _flip(t: torch.Tensor) -> torch.Tensor:
-        t = torch.where(hflip.view(-1, 1, 1, 1), t.flip(-1), t)
-        return torch.where(vflip.view(-1, 1, 1, 1), t.flip(-2), t)
+        t = torch.where(hf, t.flip(-1), t)
+        return torch.where(vf, t.flip(-2), t)
 
     x, y = _flip(x), _flip(y)
     warp = rot | scl
-    if bool(warp.any()):
-        idx = warp.nonzero().squeeze(1)
-        a, s = angle[idx], scale[idx]
+    if bool(warp.any()):  # a CPU tensor: no device synchronisation
+        idx_cpu = warp.nonzero().squeeze(1)
+        a, s = angle[idx_cpu], scale[idx_cpu]
         cos, sin = torch.cos(a) / s, torch.sin(a) / s  # sample the source at R(-a)/s: zoom by s
-        theta = torch.zeros(idx.numel(), 2, 3, device=dev, dtype=torch.float32)
+        theta = torch.zeros(idx_cpu.numel(), 2, 3, dtype=torch.float32)
         theta[:, 0, 0], theta[:, 0, 1] = cos, -sin
         theta[:, 1, 0], theta[:, 1, 1] = sin, cos
+        theta = theta.to(dev, non_blocking=True)
+        idx = idx_cpu.to(dev, non_blocking=True)
         xs = x[idx]
-        grid = F.affine_grid(theta, list(xs.shape), align_corners=False)
+        grid = F.affine_grid(theta, [int(idx_cpu.numel()), *xs.shape[1:]], align_corners=False)
         x = x.clone()
         x[idx] = F.grid_sample(xs.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False).to(x.dtype)
         # labels + 1 so that the zero padding becomes -1 -> FILL

@@ -61,6 +61,10 @@ class TrainConfig:
     n_val: int = 20
     val_seed: int = -1
     """Seed of the random split; -1: the run's seed."""
+    val_split: Literal["shared", "per_run"] = "shared"
+    """With ``runs`` > 1: ``shared``, one split for every member (the ensemble is calibrated
+    on scenes none trained on); ``per_run``, each network draws its own split from its seed,
+    as the paper did for its 20-run means."""
     # features
     channels: tuple[str, ...] = C.DEFAULT_CHANNELS
     factor: int = 10
@@ -100,6 +104,11 @@ class TrainConfig:
     device: Device = "auto"
     amp: bool = True
     channels_last: bool = True
+    workers: int = -1
+    """DataLoader worker processes assembling batches; -1: auto (CUDA: min(8, CPUs - 1); CPU: 0,
+    the training thread draws them)."""
+    sync_batchnorm: bool = False
+    """Under DDP on CUDA, synchronise batch-norm statistics across ranks (SyncBatchNorm)."""
     val_every: int = 1
     log_every: int = 50
     runs: int = 1
@@ -133,6 +142,10 @@ class TrainConfig:
             raise ValueError("need 0 <= momentum < 1, weight_decay >= 0 and 0 <= min_labelled <= 1")
         if min(self.sic_weight, self.sod_weight, self.floe_weight) < 0:
             raise ValueError("loss weights must be >= 0")
+        if not -1 <= self.workers <= 256:
+            raise ValueError("`workers` must lie in 0..256, or -1 for auto")
+        if self.val_split not in ("shared", "per_run"):
+            raise ValueError("`val_split` must be shared or per_run")
         if not 0 <= self.aug_prob <= 1:
             raise ValueError("`aug_prob` must lie in [0, 1]")
         if not 0 < self.scale_min <= self.scale_max:

@@ -6,7 +6,19 @@ augmentation on the device, 1 x MSE(SIC) + 3 x CE(SOD) + 3 x CE(FLOE), SGD (lr 1
 stepped per batch, validation each epoch at full label resolution, best checkpoint by combined
 score. Mixed precision and channels-last on CUDA; DDP when started by ``torchrun``.
 
-Run directory: ``config.json``, ``split.json``, ``metrics.jsonl`` (one line per epoch),
+Data path: batches are assembled by DataLoader worker processes (``workers``; pinned memory
+on CUDA, so the copies to the device are asynchronous) from per-batch random streams seeded
+by (seed, rank, epoch, batch) (:class:`icechart.training.data.PatchSampler`): ranks draw
+different patches, and ``--resume`` continues every rank's streams exactly. The step itself
+never waits for the device: loss terms are summed on the device and read at logging
+intervals only; the share of the epoch spent waiting for data is recorded per epoch.
+
+DDP: the cold cache is built by all ranks in parallel, each its share, with a wait sized to
+the work (:func:`icechart.training.data.build_cache`); ``sync_batchnorm`` on CUDA; only rank 0
+writes. Out of memory is 75 (retry later), in training as in every command.
+
+Run directory: ``config.json``, ``split.json``, ``metrics.jsonl`` (one line per epoch), ``val_metrics.csv``
+(per epoch, chart, class and scene validation metrics, long format),
 ``best.safetensors`` (inference checkpoint), ``last.pt`` (resume state: weights, optimiser,
 scheduler, grad scaler, RNG states, epoch), ``summary.json``.
 """
@@ -30,7 +42,7 @@ from torch import nn
 from icechart import __version__
 from icechart.atomic import atomic_path
 from icechart.classes import CHARTS, CLASS_TABLE_VERSION
-from icechart.errors import ConfigError, ModelError, OutputError, first_line
+from icechart.errors import ConfigError, ModelError, OutputError, TryAgainError, first_line, is_out_of_memory
 from icechart.features import norm_from_stacks
 from icechart.model.checkpoint import save_checkpoint
 from icechart.model.unet import build_net, count_parameters
@@ -39,11 +51,13 @@ from icechart.training.config import COMPAT_KEYS, TrainConfig
 from icechart.training.data import (
     PatchSampler,
     SceneData,
+    build_cache,
     default_cache_dir,
     find_scenes,
     label_stats,
     load_all,
     split_scenes,
+    stream_seed,
     writable_dir,
 )
 from icechart.training.loss import multitask_loss
@@ -150,19 +164,143 @@ def _compat(cfg: TrainConfig) -> dict[str, Any]:
     return {k: d[k] for k in COMPAT_KEYS}
 
 
-def _rng_states(sampler: PatchSampler, gen: torch.Generator) -> dict[str, Any]:
-    st: dict[str, Any] = {
-        "sampler": sampler.get_state(),
-        "augment": gen.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
+def _rng_states(cfg: TrainConfig, world: int) -> dict[str, Any]:
+    """What the random streams of the next epoch derive from (nothing else is needed to
+    continue them: :func:`icechart.training.data.stream_seed`)."""
+    return {"scheme": "per-batch seeds (seed, rank, epoch, batch)", "seed": cfg.seed, "world": world}
+
+
+def resolve_workers(cfg: TrainConfig, device: torch.device) -> int:
+    """DataLoader worker processes: ``workers``, or auto (CUDA: min(8, CPUs - 1); CPU: 0)."""
+    if cfg.workers >= 0:
+        return cfg.workers
+    if device.type != "cuda":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def sync_batchnorm(net: nn.Module, *, enabled: bool, device: torch.device, world: int) -> nn.Module:
+    """Batch norm synchronised across DDP ranks when asked for, on CUDA (SyncBatchNorm has no
+    CPU kernel; on the CPU the option is ignored with a warning)."""
+    if not enabled or world <= 1:
+        return net
+    if device.type != "cuda":
+        logger.warning("sync_batchnorm ignored: SyncBatchNorm runs on CUDA devices only (device %s)", device)
+        return net
+    return nn.SyncBatchNorm.convert_sync_batchnorm(net)
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
+    """Load a saved GradScaler state, across AMP settings: a state saved with AMP off (CPU or
+    ``amp = false``) is empty, and a resumed run with AMP on starts a fresh scale; a state
+    saved with AMP on is dropped by a run with AMP off."""
+    if not scaler.is_enabled() or not state:
+        return
+    scaler.load_state_dict(state)
+
+
+class _Batches(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Batch (epoch, index) of one rank, as tensors: what the DataLoader workers assemble."""
+
+    def __init__(self, sampler: PatchSampler, per_rank: int) -> None:
+        self.sampler = sampler
+        self.per_rank = per_rank
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        xb, yb = self.sampler.batch(self.per_rank, epoch=epoch, index=index)
+        return torch.from_numpy(xb), torch.from_numpy(yb)
+
+
+class _EpochOrder(torch.utils.data.Sampler):  # type: ignore[type-arg]
+    """Yields ``(epoch, 0..iterations-1)``; the loop sets ``epoch`` before each epoch (the
+    sampler runs in the main process, so persistent workers see the new epoch)."""
+
+    def __init__(self, iterations: int) -> None:
+        self.iterations = iterations
+        self.epoch = 0
+
+    def __iter__(self) -> Any:
+        return iter([(self.epoch, i) for i in range(self.iterations)])
+
+    def __len__(self) -> int:
+        return self.iterations
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Per-worker seeding of the global generators (the batches have their own streams)."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _batch_hash(x: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha1(x.numpy().tobytes()).hexdigest()[:12]
 
 
 def _scores(res: Any) -> dict[str, float]:
     return {k: float(res.scores[k]) for k in SCORE_KEYS}
+
+
+VAL_CSV = "val_metrics.csv"
+VAL_COLUMNS = ("epoch", "scene", "chart", "class", "name", "metric", "value")
+
+
+def validation_rows(epoch: int, res: Any) -> list[dict[str, Any]]:
+    """Long-format rows of one validation: per chart (all scenes) score, R2, F1, accuracy and
+    pixel count; per class precision, recall, F1 and support; per scene and chart the score."""
+    from icechart.classes import CLASS_NAMES
+
+    rows: list[dict[str, Any]] = []
+
+    def add(scene: str, chart: str, metric: str, value: Any, cls: Any = "", name: str = "") -> None:
+        rows.append({"epoch": epoch, "scene": scene, "chart": chart, "class": cls, "name": name,
+                     "metric": metric, "value": value})  # fmt: skip
+
+    for chart, st in res.charts.items():
+        for metric, value in (("score", st.score(chart) * 100.0), ("r2", st.r2()), ("f1_weighted", st.f1_weighted()),
+                              ("f1_macro", st.f1_macro()), ("accuracy", st.accuracy()), ("n_pixels", st.n)):  # fmt: skip
+            add("all", chart, metric, value)
+        pc = st.per_class()
+        for i, name in enumerate(CLASS_NAMES[chart]):
+            for metric in ("precision", "recall", "f1", "support"):
+                v = pc[metric][i]
+                add("all", chart, metric, int(v) if metric == "support" else float(v), i, name)
+    add("all", "combined", "score", float(res.scores["combined"]))
+    for sid in sorted(res.scenes):
+        for chart, st in res.scenes[sid].items():
+            if st.n:
+                add(sid, chart, "score", st.score(chart) * 100.0)
+                add(sid, chart, "n_pixels", st.n)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(VAL_COLUMNS), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def _read_csv(path: Path, *, max_epoch: int) -> list[dict[str, Any]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [r for r in csv.DictReader(fh) if int(r["epoch"]) <= max_epoch]
 
 
 def _meta(
@@ -291,12 +429,14 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
         train_p, val_p = split_scenes(paths, cfg)
     cache = default_cache_dir(cfg)
     t0 = time.perf_counter()
-    if not dist.main:
-        dist.barrier()
+    # Every rank builds its share of a cold cache and waits (as long as entries keep coming) for
+    # the others' shares; the collective barrier after it is then immediate.
+    build_cache([(p, False) for p in train_p] + [(p, True) for p in val_p], cfg, cache,
+                rank=dist.rank, world=dist.world)  # fmt: skip
     train_s = load_all(train_p, cfg, cache)
     val_s = load_all(val_p, cfg, cache, full_labels=True)
+    dist.barrier()
     if dist.main:
-        dist.barrier()
         _write_json(split_file, {"train": [p.name for p in train_p], "val": [p.name for p in val_p],
                                  "train_ids": [s.scene_id for s in train_s], "val_ids": [s.scene_id for s in val_s]})
         _write_json(out / "config.json", cfg.to_dict())
@@ -315,6 +455,7 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
     torch.manual_seed(cfg.seed)
     net: nn.Module = build_net(cfg.arch)
     use_cuda = device.type == "cuda"
+    net = sync_batchnorm(net, enabled=cfg.sync_batchnorm, device=device, world=dist.world)
     amp = cfg.amp and use_cuda
     mem_format = torch.channels_last if (cfg.channels_last and use_cuda) else torch.contiguous_format
     net = net.to(device=device, memory_format=mem_format)
@@ -323,24 +464,18 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_epochs * cfg.iterations)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    sampler = PatchSampler(train_s, patch=cfg.patch_size, min_labelled=cfg.min_labelled, seed=cfg.seed * 1000 + dist.rank)
+    sampler = PatchSampler(train_s, patch=cfg.patch_size, min_labelled=cfg.min_labelled, seed=cfg.seed, rank=dist.rank)
     gen = torch.Generator(device="cpu")
-    gen.manual_seed(cfg.seed * 7919 + dist.rank + 1)
     start_epoch, best, best_epoch = 0, -math.inf, -1
     metrics: list[dict[str, Any]] = []
+    val_rows: list[dict[str, Any]] = []
     best_scores: dict[str, float] | None = None
     if state is not None:
         try:
             net.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            rng = state["rng"]
-            sampler.set_state(rng["sampler"])
-            gen.set_state(rng["augment"])
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+            restore_scaler(scaler, state.get("scaler") or {})
             start_epoch = int(state["epoch"])
             best, best_epoch = float(state["best"]), int(state["best_epoch"])
             best_scores = json.loads(state["best_scores"])
@@ -349,6 +484,7 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
         if (out / "metrics.jsonl").exists():
             metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
             metrics = [m for m in metrics if m["epoch"] <= start_epoch]
+        val_rows = _read_csv(out / VAL_CSV, max_epoch=start_epoch)
         logger.info("resuming %s after epoch %d", out, start_epoch)
     model: nn.Module = net
     if dist.active:
@@ -359,37 +495,65 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
     per_rank = max(1, cfg.batch_size // dist.world)
     weights = (cfg.sic_weight, cfg.sod_weight, cfg.floe_weight)
 
+    workers = resolve_workers(cfg, device)
+    order = _EpochOrder(cfg.iterations)
+    loader = torch.utils.data.DataLoader(
+        _Batches(sampler, per_rank), batch_size=None, sampler=order, num_workers=workers,
+        pin_memory=use_cuda, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_seed_worker if workers > 0 else None,
+    )  # fmt: skip
+    debug = logger.isEnabledFor(logging.DEBUG)
+    if dist.main:
+        logger.info("data: %d loader worker(s)%s", workers, ", pinned memory" if use_cuda else "")
+
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         bar = _Progress(cfg.iterations, epoch=epoch, epochs=cfg.epochs, every=cfg.log_every, enabled=progress and dist.main)
         t_ep = time.perf_counter()
-        sums = {"loss": 0.0, "SIC": 0.0, "SOD": 0.0, "FLOE": 0.0}
-        for it in range(cfg.iterations):
-            xb, yb = sampler.batch(per_rank)
-            x = torch.from_numpy(xb).to(device, non_blocking=True)
-            y = torch.from_numpy(yb).to(device, non_blocking=True)
-            x = torch.nan_to_num((x - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
-            if cfg.augment:
-                x, y = augment_batch(x, y, spec, gen)
-            x = x.contiguous(memory_format=mem_format)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                outputs = model(x)
-            loss, terms = multitask_loss(outputs, y, weights=weights, sic_mode=cfg.sic_mode)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            lv = float(loss.detach())
-            sums["loss"] += lv
-            for k, v in terms.items():
-                sums[k] += v
-            bar.update(it, sums["loss"] / (it + 1), (it + 1) * per_rank * dist.world)
+        wait = 0.0
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, SIC, SOD, FLOE
+        order.epoch = epoch
+        batches = iter(loader)
+        try:
+            for it in range(cfg.iterations):
+                t_w = time.perf_counter()
+                xb, yb = next(batches)
+                wait += time.perf_counter() - t_w
+                if debug:
+                    logger.debug("rank %d epoch %d batch %d sha1 %s", dist.rank, epoch + 1, it, _batch_hash(xb))
+                x = xb.to(device, non_blocking=True)
+                y = yb.to(device, non_blocking=True)
+                x = torch.nan_to_num((x - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
+                if cfg.augment:
+                    gen.manual_seed(stream_seed(cfg.seed, dist.rank, epoch, it, 1))
+                    x, y = augment_batch(x, y, spec, gen)
+                x = x.contiguous(memory_format=mem_format)
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                    outputs = model(x)
+                loss, terms = multitask_loss(outputs, y, weights=weights, sic_mode=cfg.sic_mode, as_tensors=True)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                sums += torch.stack([loss.detach(), terms["SIC"], terms["SOD"], terms["FLOE"]]).to(sums.dtype)
+                if bar.enabled and ((it + 1) % cfg.log_every == 0 or it + 1 == cfg.iterations):
+                    bar.update(it, float(sums[0]) / (it + 1), (it + 1) * per_rank * dist.world)  # the one sync
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise TryAgainError(
+                    f"out of {'GPU ' if use_cuda else ''}memory in training ({first_line(exc, 100)}); lower "
+                    f"batch_size ({cfg.batch_size}) or patch_size ({cfg.patch_size}), or retry on a free device"
+                ) from exc
+            raise
+        total = sums.tolist()
+        sums_d = {"loss": total[0], "SIC": total[1], "SOD": total[2], "FLOE": total[3]}
         secs = time.perf_counter() - t_ep
         row: dict[str, Any] = {
             "epoch": epoch + 1,
-            "train_loss": sums["loss"] / cfg.iterations,
-            "loss_terms": {k: sums[k] / cfg.iterations for k in CHARTS},
+            "train_loss": sums_d["loss"] / cfg.iterations,
+            "loss_terms": {k: sums_d[k] / cfg.iterations for k in CHARTS},
+            "data_wait_share": round(wait / max(secs, 1e-9), 4),
             "lr": opt.param_groups[0]["lr"],
             "seconds": round(secs, 3),
             "patches_per_s": round(cfg.iterations * per_rank * dist.world / max(secs, 1e-9), 3),
@@ -398,8 +562,11 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
             scores = None
             if val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 t_v = time.perf_counter()
-                scores = _scores(validate(net, val_s, norm, factor=cfg.factor, method=cfg.downscale_method,
-                                          sic_mode=cfg.sic_mode, device=device, amp=amp))
+                res = validate(net, val_s, norm, factor=cfg.factor, method=cfg.downscale_method,
+                               sic_mode=cfg.sic_mode, device=device, amp=amp)  # fmt: skip
+                scores = _scores(res)
+                val_rows.extend(validation_rows(epoch + 1, res))
+                _write_csv(out / VAL_CSV, val_rows)
                 row["val"] = scores
                 row["val_seconds"] = round(time.perf_counter() - t_v, 3)
                 logger.info(
@@ -422,7 +589,7 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "scaler": scaler.state_dict(),
-                "rng": _rng_states(sampler, gen),
+                "rng": _rng_states(cfg, dist.world),
                 "epoch": epoch + 1,
                 "best": best,
                 "best_epoch": best_epoch,
@@ -512,19 +679,26 @@ def train_runs(
         r = train(cfg, resume=resume, progress=progress, overwrite=overwrite)
         return [r], _summary([r])
     out = Path(cfg.out)
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
     refuse_previous_run(out, resume=resume, overwrite=overwrite)
-    writable_dir(out)
+    if main:
+        writable_dir(out)
     cache = str(default_cache_dir(cfg))
     results = []
-    # Members share one train/validation split (and so normalisation statistics): the ensemble
-    # is then validated and calibrated on scenes none of its members trained on.
-    val_seed = cfg.val_seed if cfg.val_seed >= 0 else cfg.seed
+    # val_split "shared": members share one train/validation split (and so normalisation
+    # statistics): the ensemble is then validated and calibrated on scenes none of its members
+    # trained on. "per_run": each member draws its split from its own seed (the paper's 20-run
+    # means); the ensemble is then calibrated only on scenes no member trained on, if any.
+    shared = cfg.val_split == "shared"
+    val_seed = (cfg.val_seed if cfg.val_seed >= 0 else cfg.seed) if shared else -1
     for k in range(cfg.runs):
         sub = cfg.replace(seed=cfg.seed + k, out=str(out / f"run-{k + 1}"), runs=1, cache_dir=cache, val_seed=val_seed)
         do_resume = resume and (Path(sub.out) / "last.pt").exists()
-        logger.info("run %d/%d (seed %d)", k + 1, cfg.runs, sub.seed)
+        logger.info("run %d/%d (seed %d%s)", k + 1, cfg.runs, sub.seed, "" if shared else ", its own validation split")
         results.append(train(sub, resume=do_resume, progress=progress, overwrite=True))
     summary = _summary(results)
+    if not main:
+        return results, summary
     _write_json(out / "summary.json", summary)
     from icechart.model.ensemble import write_manifest
 

@@ -1,9 +1,14 @@
 """Multi-task loss: w_SIC x MSE (or CE) + w_SOD x CE + w_FLOE x CE, FILL (255) ignored in every
-term (reference/method.md: weights 1, 3, 3)."""
+term (reference/method.md: weights 1, 3, 3).
+
+No host synchronisation: each term is a sum over the labelled pixels divided by their count
+(at least 1), so a batch without labels gives 0 without asking the device whether any label
+exists, and the terms stay device tensors unless the caller asks for floats."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,15 +20,13 @@ logger = logging.getLogger(__name__)
 
 def _masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     mask = target != FILL
-    if not bool(mask.any()):
-        return pred.sum() * 0.0
-    return F.mse_loss(pred[:, 0][mask], target[mask].to(pred.dtype))
+    d = torch.where(mask, pred[:, 0] - target.to(pred.dtype), torch.zeros((), dtype=pred.dtype, device=pred.device))
+    return (d * d).sum() / mask.sum().clamp(min=1)
 
 
 def _ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if not bool((target != FILL).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, target.long(), ignore_index=FILL)
+    n = (target != FILL).sum().clamp(min=1)
+    return F.cross_entropy(logits, target.long(), ignore_index=FILL, reduction="sum") / n
 
 
 def multitask_loss(
@@ -32,8 +35,10 @@ def multitask_loss(
     *,
     weights: tuple[float, float, float] = (1.0, 3.0, 3.0),
     sic_mode: str = "regression",
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and its terms.
+    as_tensors: bool = False,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Total loss and its terms (floats; detached 0-d tensors with ``as_tensors``, which
+    does not synchronise with the device).
 
     Parameters
     ----------
@@ -51,5 +56,7 @@ def multitask_loss(
     l_sod = _ce(out["SOD"].float(), y[:, 1])
     l_floe = _ce(out["FLOE"].float(), y[:, 2])
     total = weights[0] * l_sic + weights[1] * l_sod + weights[2] * l_floe
-    terms = {"SIC": float(l_sic.detach()), "SOD": float(l_sod.detach()), "FLOE": float(l_floe.detach())}
+    terms: dict[str, Any] = {"SIC": l_sic.detach(), "SOD": l_sod.detach(), "FLOE": l_floe.detach()}
+    if not as_tensors:
+        terms = {k: float(v) for k, v in terms.items()}
     return total, terms

@@ -1,0 +1,96 @@
+"""CUDA paths, on a GPU only (skipped elsewhere; `scripts/gpu_check.sh` runs them with -m cuda):
+AMP training and resume across AMP settings, validation on the device equal to the CPU's,
+pinned DataLoader workers, prediction on the GPU equal to the CPU's, OOM -> 75."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from icechart.cli.main import cli
+from icechart.synth import make_scene, write_scene
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+TINY = Path(__file__).parent / "conf" / "train_tiny.toml"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cuda_scenes")
+    for k in range(3):
+        write_scene(make_scene((200, 180), seed=500 + k), d / f"2021031{k}T101010_dmi_prep.nc")
+    return d
+
+
+def _train(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(cli, ["train", "--config", str(TINY), "--device", "cuda", *args])
+    return r.exit_code, r.output
+
+
+def test_amp_training_and_resume_across_amp_settings(scenes: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    base = ["--data", str(scenes), "-o", str(out), "--set", "workers=2"]
+    code, text = _train(*base, "--epochs", "1", "--set", "amp=false")
+    assert code == 0, text
+    code, text = _train(*base, "--epochs", "2", "--resume", "--set", "amp=true")  # was 69
+    assert code == 0, text
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and all(np.isfinite(r["train_loss"]) for r in rows)
+    code, text = _train(*base, "--epochs", "3", "--resume", "--set", "amp=false")
+    assert code == 0, text
+
+
+def test_validation_on_cuda_equals_cpu(scenes: Path, tmp_path: Path) -> None:
+    from icechart.features import norm_from_stacks
+    from icechart.model.unet import build_net
+    from icechart.training.config import TrainConfig
+    from icechart.training.data import find_scenes, load_all
+    from icechart.training.validate import validate
+
+    cfg = TrainConfig(data=str(scenes), out=str(tmp_path / "r"), factor=4, channels=("nersc_sar_primary", "nersc_sar_secondary"))
+    val = load_all(find_scenes(scenes), cfg, tmp_path / "cache", full_labels=True)
+    norm = norm_from_stacks([np.asarray(s.x) for s in val], cfg.channels)
+    torch.manual_seed(0)
+    net = build_net({"in_channels": 2, "filters": [4, 8], "sic_mode": "regression", "separate_decoders": False}).eval()
+    cpu = validate(net, val, norm, factor=4, method="mean", sic_mode="regression", device=torch.device("cpu"))
+    gpu = validate(net.cuda(), val, norm, factor=4, method="mean", sic_mode="regression", device=torch.device("cuda"))
+    for k in ("SIC", "SOD", "FLOE"):
+        assert gpu.scores[k] == pytest.approx(cpu.scores[k], abs=0.5)  # float kernels differ slightly
+
+
+def test_predict_on_cuda_matches_cpu(scenes: Path, tmp_path: Path) -> None:
+    import netCDF4
+
+    from icechart.testing import random_checkpoint
+
+    model = random_checkpoint(tmp_path / "m.safetensors")
+    scene = sorted(scenes.glob("*.nc"))[0]
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        o = tmp_path / dev
+        r = CliRunner().invoke(cli, ["predict", str(scene), "-o", str(o), "--model", str(model), "--device", dev, "--formats", "netcdf,autoice"])
+        assert r.exit_code == 0, r.output
+        (nc,) = o.glob("*_autoice.nc")
+        with netCDF4.Dataset(nc) as ds:
+            outs[dev] = {k: ds[k][:] for k in ds.variables}
+    for k, v in outs["cpu"].items():
+        assert (v != 255).all()
+        assert (v == outs["cuda"][k]).mean() > 0.99, k
+
+
+def test_real_cuda_oom_is_75(scenes: Path, tmp_path: Path) -> None:
+    # Activations no GPU holds (64 x 256 channels x 1024^2 float32 = 68 GiB a layer); the
+    # batch itself is 2 GiB on the host.
+    code, text = _train("--data", str(scenes), "-o", str(tmp_path / "oom"), "--epochs", "1", "--set", "iterations=1",
+                        "--set", "batch_size=64", "--set", "patch_size=1024", "--set", "filters=[256, 256]")  # fmt: skip
+    assert code == 75, text
+    assert "out of GPU memory in training" in text
