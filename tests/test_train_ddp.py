@@ -159,7 +159,7 @@ def test_out_of_memory_is_75_in_train(scenes: Path, tmp_path: Path, monkeypatch:
 
 def test_out_of_memory_is_75_in_calibrate_and_predict(scenes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import icechart.infer.predict as R
-    import icechart.model.calibrate as Cal
+    import icechart.infer.calibrate as Cal
     from icechart.testing import random_checkpoint
 
     model = random_checkpoint(tmp_path / "m.safetensors")
