@@ -23,6 +23,8 @@ demo: $(STAMP)
 	@bash scripts/demo.sh $(DEMO)
 
 test: $(STAMP)
+	$(BIN)/python -m ruff check icechart tests benchmarks scripts
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
 
 man: $(STAMP)

@@ -12,7 +12,8 @@ other variables zlib 1, one chunk per variable) and/or ``compressed`` (every var
 zlib level 1 in 1000 x 1000 chunks, as compressed distribution files are). ``--cli`` also times
 the whole command, ``icechart -q predict SCENE -o OUT --formats netcdf`` and with all products,
 in a fresh process (wall time including start-up, peak RSS from ``/usr/bin/time``-like
-``getrusage`` of the child), best of ``--repeat``.
+``getrusage`` of the child; also its CPU time, user + system, which other load on the machine
+disturbs less than wall time), best of ``--repeat``.
 
 Each size runs in a fresh child process (so peak RSS is that of prediction alone, not of
 making the synthetic scene), with the model loaded in that process. Stages: ``read`` (open and
@@ -90,13 +91,14 @@ def _cli(scene: Path, model: str, out: Path, device: str, formats: str, repeat: 
         code = (
             "import resource, subprocess, sys, time; t = time.perf_counter(); "
             "subprocess.run(sys.argv[1:], check=True); w = time.perf_counter() - t; "
-            "print(w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+            "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "print(w, u.ru_maxrss, u.ru_utime + u.ru_stime)"
         )
         cmd = [sys.executable, "-c", code, sys.executable, "-m", "icechart", "-q", "predict", str(scene),
                "-o", str(out), "--model", model, "--device", device, "--formats", formats]  # fmt: skip
         res = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        wall, kib = res.stdout.split()
-        r = {"wall_s": float(wall), "peak_rss_gib": int(kib) / 2**20}
+        wall, kib, cpu = res.stdout.split()
+        r = {"wall_s": float(wall), "peak_rss_gib": int(kib) / 2**20, "cpu_s": float(cpu)}
         if not best or r["wall_s"] < best["wall_s"]:
             best = r
     return best
@@ -119,7 +121,10 @@ def child(scene: str, model: str, out: str, device: str, formats: str) -> dict:
     from icechart.model.load import load_model
     from icechart.pipeline.predict import process_scene
 
+    from icechart.ops.memory import return_freed_memory
+
     logging.basicConfig(level=logging.WARNING)
+    return_freed_memory()  # as `icechart predict` does
     t = time.perf_counter()
     m = load_model(model, device=device)
     load_s = time.perf_counter() - t
@@ -171,6 +176,7 @@ def main() -> None:
                 for label, fm in (("cli_netcdf", "netcdf"), ("cli_all", args.formats)):
                     c = _cli(scene, model, out, args.device, fm, args.repeat)
                     r[f"{label}_wall_s"] = c["wall_s"]
+                    r[f"{label}_cpu_s"] = c["cpu_s"]
                     r[f"{label}_peak_rss_gib"] = c["peak_rss_gib"]
             results[f"{size}-{kind}"] = r
             print(f"\n{size} x {size} {kind} ({args.device}, {os.cpu_count()} CPUs, best of {args.repeat})")

@@ -295,7 +295,7 @@ def _block_any(v: np.ndarray, factor: int) -> np.ndarray:
     h, w = v.shape
     oh, ow = -(-h // factor), -(-w // factor)
     v = np.pad(v, ((0, oh * factor - h), (0, ow * factor - w)), constant_values=False)
-    return v.reshape(oh, factor, ow, factor).any(axis=(1, 3))
+    return np.asarray(v.reshape(oh, factor, ow, factor).any(axis=(1, 3)))
 
 
 def block_mode(a: np.ndarray, factor: int) -> np.ndarray:

@@ -222,7 +222,7 @@ class ScoreResult:
         charts_ok = [c for c in out if out[c] is not None]
         if charts_ok:
             w = sum(SCORE_WEIGHTS[c] for c in charts_ok)
-            out["combined"] = sum(SCORE_WEIGHTS[c] * out[c] for c in charts_ok) / w  # type: ignore[operator]
+            out["combined"] = sum(SCORE_WEIGHTS[c] * out[c] for c in charts_ok) / w  # type: ignore[operator,misc]
         else:
             out["combined"] = None
         return out

@@ -28,6 +28,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
@@ -36,6 +37,9 @@ from scipy.spatial import cKDTree
 from icechart.classes import FILL
 from icechart.errors import BadDataError, OutputError
 from icechart.io import contract as C
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +168,7 @@ def make_scene(
     time: datetime | None = None,
     service: str = "dmi",
     coarse_rounding: str | None = None,
-):  # -> xarray.Dataset (imported lazily)
+) -> "xr.Dataset":  # xarray imported lazily
     """Build one synthetic AI4Arctic scene in memory.
 
     Parameters
@@ -293,7 +297,7 @@ def make_scene(
     return xr.Dataset(data_vars, attrs=attrs)
 
 
-def write_scene(ds, path: Path) -> None:  # ds: xr.Dataset
+def write_scene(ds: "xr.Dataset", path: Path) -> None:
     """Write a scene atomically (temp file in the same directory, then rename)."""
     from icechart.atomic import atomic_path
 
@@ -332,7 +336,7 @@ def write_scenes(
     except OSError as exc:
         raise OutputError(f"{out}: cannot create directory ({exc.strerror})") from exc
     base = date or datetime(2021, 3, 15, tzinfo=timezone.utc)
-    scenes = [
+    scenes: list[dict[str, Any]] = [
         dict(seed=seed * 1000 + k, center=center, time=base + timedelta(days=k), service=service)
         for k in range(n)
     ]
@@ -351,7 +355,7 @@ def write_scenes(
             labels=True,
             **kw,  # type: ignore[arg-type]
         )
-        sid = C.scene_id_from(ds.attrs["scene_id"], "")
+        sid = str(C.scene_id_from(ds.attrs["scene_id"], ""))
         path = out / f"{sid}_prep.nc"
         if test:
             ref = ds[["SIC", "SOD", "FLOE"]]

@@ -158,3 +158,30 @@ def test_log_file_that_cannot_be_opened_is_73(tmp_path):
     r = run("--log-file", str(tmp_path / "no" / "such" / "log"), "synth", str(tmp_path / "s"), "--size", "40x40")
     assert r.exit_code == 73
     assert "cannot open log file" in r.stderr
+
+
+def test_every_command_is_registered():
+    """Each click command defined in icechart/cli/ is a subcommand of `icechart` (explicitly
+    registered in cli/main.py, so a typo or a missing module is an import error, not a silently
+    absent command)."""
+    import importlib
+    import pkgutil
+
+    import click
+
+    import icechart.cli
+
+    defined = {}
+    nested = set()
+    for info in pkgutil.iter_modules(icechart.cli.__path__):
+        mod = importlib.import_module(f"icechart.cli.{info.name}")
+        for obj in vars(mod).values():
+            if isinstance(obj, click.Command) and obj is not cli and getattr(obj.callback, "__module__", None) == mod.__name__:
+                defined[obj.name] = obj
+                if isinstance(obj, click.Group):
+                    nested.update(id(c) for c in obj.commands.values())
+    defined = {n: c for n, c in defined.items() if id(c) not in nested}
+    assert {"predict", "score", "train", "calibrate", "info", "synth", "config"} <= set(defined)
+    for name, command in defined.items():
+        assert cli.commands.get(name) is command, f"command {name!r} is not registered in cli/main.py"
+    assert set(cli.commands) == set(defined)

@@ -652,3 +652,66 @@ def test_geopackage_in_product_crs_and_lonlat_split_at_180(tmp_path: Path) -> No
         rows = db.execute("SELECT f_table_name, useAsDefault, styleQML FROM layer_styles").fetchall()
     assert sorted(r[0] for r in rows) == sorted(sigrid3.GPKG_LAYERS) and all(r[1] for r in rows)
     assert all("RuleRenderer" in r[2] for r in rows)
+
+
+DUMMY_FORMAT = '''
+"""A test format: the number of charted pixels per SOD class, as text."""
+import numpy as np
+
+
+class CountSink:
+    stage = "count"
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.counts = np.zeros(256, np.int64)
+
+    def add(self, block):
+        self.counts += np.bincount(block.charts["SOD"].ravel(), minlength=256)
+
+    def finish(self):
+        dest = self.ctx.outdir / f"{self.ctx.stem}_sodcount.txt"
+        self.ctx.temporary(dest).write_text(" ".join(str(int(n)) for n in self.counts[:6]) + "\\n")
+        return [dest]
+'''
+
+
+def test_a_new_format_is_one_module(run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A format = one module with a sink + one registry entry: names, --formats, fingerprint follow."""
+    import icechart.products as products
+    from icechart.pipeline.predict import product_options
+
+    (tmp_path / "icechart_test_sodcount.py").write_text(DUMMY_FORMAT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fmt = products.Format(
+        "sodcount", "SOD pixel counts", lambda se: ["_sodcount.txt"], "icechart_test_sodcount:CountSink"
+    )
+    monkeypatch.setitem(products.REGISTRY, "sodcount", fmt)
+    assert "sodcount" in products.FORMATS and "sodcount" not in products.DEFAULT_FORMATS
+    assert parse_formats("netcdf,sodcount") == ("netcdf", "sodcount")
+    assert "sodcount: SOD pixel counts" in products.formats_help()
+    sid, mid = run["scene"].scene_id, run["model"].model_id
+    out = tmp_path / "out"
+    out.mkdir()
+    timings: dict[str, float] = {}
+    paths = write_products(run["pred"], run["scene"], out, formats="sodcount,png", timings=timings)
+    assert paths == product_paths(sid, mid, out, ["png", "sodcount"])
+    assert paths[-1].name == f"{sid}_{mid}_sodcount.txt"
+    counts = [int(n) for n in paths[-1].read_text().split()]
+    sod = np.concatenate([b.charts["SOD"] for b in run["pred"].blocks(run["scene"])])
+    assert counts == [int((sod == k).sum()) for k in range(6)]
+    assert timings["count"] >= 0 and not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+    opts = product_options("sodcount", crs="EPSG:3413", resolution=200.0, sieve=None, tile_size=None, tta=False)
+    assert opts == {"formats": ["sodcount"], "tile_size": 512, "tta": False}
+
+
+def test_fingerprint_only_counts_options_the_formats_use() -> None:
+    from icechart.products import fingerprint
+
+    assert fingerprint("netcdf,png", crs="EPSG:3413", resolution=200.0, sieve=None) == {"formats": ["netcdf", "png"]}
+    assert fingerprint("shapefile", crs="EPSG:6931", resolution=100.0, sieve=None) == {
+        "formats": ["shapefile"], "crs": "EPSG:6931", "sieve": 40,
+    }
+    assert fingerprint("autoice,uncertainty", crs="EPSG:3413", resolution=400, sieve=3) == {
+        "formats": ["netcdf", "autoice", "uncertainty"], "crs": "EPSG:3413", "resolution": 400.0,
+    }

@@ -7,15 +7,15 @@ import logging
 
 import click
 
-from icechart.cli.options import device_opt, existing_paths
+from icechart.cli.options import device_opt, existing_paths, model_opt, output_opt
 
 logger = logging.getLogger(__name__)
 
 
 @click.command()
-@click.option("--model", "model_spec", required=True, metavar="FILE|DIR", help="Checkpoint, training run directory, or ensemble (ensemble.toml or its directory).")
+@model_opt(required=True, metavar="FILE|DIR", help="Checkpoint, training run directory, or ensemble (ensemble.toml or its directory).")
 @click.option("--labels", "labels", multiple=True, required=True, metavar="PATH", help="Labelled AI4Arctic scenes not used in training: file or directory (*.nc); repeatable.")
-@click.option("-o", "--output", "out", default=None, metavar="FILE", help="Write the calibrated checkpoint (or ensemble manifest) here instead of in place.")
+@output_opt("out", metavar="FILE", help="Write the calibrated checkpoint (or ensemble manifest) here instead of in place.")
 @click.option("--json", "json_out", is_flag=True, help="Print the calibration (temperatures, NLL and ECE before/after) as JSON.")
 @device_opt
 def calibrate(model_spec: str, labels: tuple[str, ...], out: str | None, json_out: bool, device: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -28,7 +29,7 @@ def info(scenes: tuple[str, ...], as_json: bool, sar_fill: float | None) -> None
     for path in existing_paths(scenes):
         with open_scene(path, sar_fill=sar_fill) as sc:
             lat, lon = sc.latlon(step=max(1, min(sc.shape) // 50))
-            d = {
+            d: dict[str, Any] = {
                 "file": str(path),
                 "scene_id": sc.scene_id,
                 "time": sc.time.isoformat(),

@@ -174,17 +174,18 @@ def cli(
 
 
 def _register() -> None:
-    from icechart.cli import synth
+    """Every command, by name (tests/test_cli_main.py checks that none is left out)."""
+    from icechart.cli.cache import cache
+    from icechart.cli.calibrate import calibrate
+    from icechart.cli.config import config
+    from icechart.cli.info import info
+    from icechart.cli.predict import predict
+    from icechart.cli.score import score
+    from icechart.cli.synth import synth
+    from icechart.cli.train import train
 
-    cli.add_command(synth.synth)
-    for name in ("info", "score", "train", "predict", "calibrate", "config", "cache"):
-        try:
-            mod = __import__(f"icechart.cli.{name}", fromlist=[name])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"icechart.cli.{name}":
-                raise
-            continue
-        cli.add_command(getattr(mod, name))
+    for command in (synth, info, score, train, predict, calibrate, config, cache):
+        cli.add_command(command)
 
 
 _register()

@@ -46,6 +46,16 @@ class FiniteFloatRange(click.FloatRange):
         return v
 
 
+def output_opt(dest: str, *, metavar: str, help: str, required: bool = False) -> Any:
+    """``-o/--output``: where a command writes (a directory or a file, per command)."""
+    return click.option("-o", "--output", dest, required=required, default=None, metavar=metavar, help=help)
+
+
+def model_opt(*, required: bool = False, metavar: str = "ID|FILE|DIR", help: str) -> Any:
+    """``--model``: a shipped model id, a checkpoint, a training run directory or an ensemble."""
+    return click.option("--model", "model_spec", required=required, metavar=metavar, help=help)
+
+
 device_opt = click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),

@@ -9,11 +9,15 @@ from typing import Any
 
 import click
 
+from icechart.products import DEFAULT_FORMATS, formats_help
+
 from icechart.cli.options import (
     FiniteFloatRange,
     device_opt,
     lock_opt,
     lock_wait_opt,
+    model_opt,
+    output_opt,
     overwrite_opt,
     progress_opt,
     shard_opt,
@@ -55,14 +59,14 @@ class FormatList(click.ParamType):
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="SCENE_OR_DIR...")
-@click.option("-o", "--output", "outdir", required=True, metavar="OUT", help="Output directory (created if missing).")
-@click.option("--model", "model_spec", metavar="ID|FILE|DIR", help="Shipped model id, checkpoint file, training run directory, or ensemble (ensemble.toml or its directory) [default: the shipped default model].")
+@output_opt("outdir", required=True, metavar="OUT", help="Output directory (created if missing).")
+@model_opt(help="Shipped model id, checkpoint file, training run directory, or ensemble (ensemble.toml or its directory) [default: the shipped default model].")
 @click.option(
     "--formats",
     type=FormatList(),
-    default="netcdf,geotiff,shapefile,png",
+    default=",".join(DEFAULT_FORMATS),
     show_default=True,
-    help="Comma list of netcdf, geotiff, shapefile, png, autoice, uncertainty, geopackage (autoice: the AutoICE submission file of all complete scenes in OUT; uncertainty: as --uncertainty-tif; geopackage: the SIGRID-3 chart in the product CRS and in EPSG:4326 split at 180 degrees, styled).",
+    help=formats_help(),
 )
 @click.option("--crs", default="EPSG:3413", show_default=True, help="Projected CRS of the GeoTIFFs and the shapefile (EPSG code or PROJ string).")
 @click.option("--resolution", type=FiniteFloatRange(min=0, max=100_000, min_open=True), default=200.0, show_default=True, help="GeoTIFF pixel size in CRS units (m).")
@@ -135,8 +139,10 @@ def predict(
       icechart -q --log-format json predict /data/incoming -o /data/charts --lock /run/lock/icechart.lock
       icechart predict /archive/2019 -o /shared/charts --formats netcdf,autoice --shard auto
     """
+    from icechart.ops.memory import return_freed_memory
     from icechart.pipeline.predict import predict_batch
 
+    return_freed_memory()
     if uncertainty_tif and "uncertainty" not in formats:
         formats = (*formats, "uncertainty")
     predict_batch(

@@ -74,6 +74,7 @@ def fit_calibration(
     logps: dict[str, list[np.ndarray]] = {c: [] for c in charts}
     labels: dict[str, list[np.ndarray]] = {c: [] for c in charts}
     ids = []
+    chart: str
     for sid, raw, y in samples:
         ids.append(sid)
         probs = lowres_probabilities(model, np.asarray(raw))

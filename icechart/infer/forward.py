@@ -27,6 +27,8 @@ DEFAULT_TILE = 512
 """Downscaled pixels per tile side (a 5000 x 5000 scene, 500 x 500 at 800 m, runs whole)."""
 DEFAULT_OVERLAP = 64
 _FEATURE_BAND = 256  # downscaled rows of features built at once (bounds the reader's memory)
+FEATURE_THREADS = 2
+"""Feature bands built at once (read/decompress one while averaging another)."""
 
 Outputs = tuple["np.ndarray | None", dict[str, np.ndarray]]
 """``(sic, probs)``: SIC regression ``(H, W)`` (None for a classification head) and softmax
@@ -49,7 +51,14 @@ def scene_features(scene: Scene, contract: "ModelContract", *, normalised: bool 
 
     With ``normalised=False`` the stack is left unnormalised with NaN at invalid pixels (as
     :func:`icechart.features.raw_features`), to be normalised per ensemble member.
+
+    Bands of :data:`_FEATURE_BAND` rows are built on :data:`FEATURE_THREADS` threads: reading
+    (and, for compressed files, decompressing) one band's SAR runs while another band is
+    averaged, both outside the GIL; reads stay serialised by xarray's HDF5 lock. Each band is
+    computed as it would be alone, so the stack is the same bytes.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from icechart.features import build_features, output_shape, raw_features
 
     oh, _ = output_shape(scene.shape, contract.factor)
@@ -60,12 +69,18 @@ def scene_features(scene: Scene, contract: "ModelContract", *, normalised: bool 
     channels = list(contract.channels)
     if oh <= _FEATURE_BAND:
         return build(scene, channels, **kw)
-    first = build(scene, channels, rows=slice(0, _FEATURE_BAND), **kw)
-    out = np.empty((first.shape[0], oh, first.shape[2]), dtype=np.float32)
-    out[:, :_FEATURE_BAND] = first
-    del first
-    for r in range(_FEATURE_BAND, oh, _FEATURE_BAND):
-        out[:, r : r + _FEATURE_BAND] = build(scene, channels, rows=slice(r, min(r + _FEATURE_BAND, oh)), **kw)
+    scene.valid((slice(0, 1), slice(0, 1)))  # the shared validity mask, made once before the threads
+    bands = [slice(r, min(r + _FEATURE_BAND, oh)) for r in range(0, oh, _FEATURE_BAND)]
+    out: np.ndarray | None = None
+    with ThreadPoolExecutor(max_workers=FEATURE_THREADS, thread_name_prefix="icechart-features") as pool:
+        # at most FEATURE_THREADS bands in flight: memory stays a few bands of SAR rows
+        for k0 in range(0, len(bands), FEATURE_THREADS):
+            group = bands[k0 : k0 + FEATURE_THREADS]
+            for band, part in zip(group, pool.map(lambda b: build(scene, channels, rows=b, **kw), group)):
+                if out is None:
+                    out = np.empty((part.shape[0], oh, part.shape[2]), dtype=np.float32)
+                out[:, band] = part
+    assert out is not None
     return out
 
 

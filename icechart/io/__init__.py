@@ -1,15 +1,15 @@
-"""Reading AI4Arctic scenes: the input contract, the reader and the geolocation."""
+"""Reading AI4Arctic scenes: the input contract, the reader and the geolocation.
 
-from typing import TYPE_CHECKING
+``Scene`` and ``open_scene`` (:mod:`icechart.io.scene`) load on first use, so importing
+``icechart.io.contract`` (the CLI at start-up) does not import xarray.
+"""
 
-if TYPE_CHECKING:
-    from icechart.io.scene import Scene, open_scene
+from typing import Any
 
 __all__ = ["Scene", "open_scene"]
 
 
-def __getattr__(name: str) -> object:
-    # Lazy (PEP 562): importing icechart.io.contract must not import xarray.
+def __getattr__(name: str) -> Any:
     if name in __all__:
         from icechart.io import scene
 

@@ -91,11 +91,34 @@ class Scene:
         return a
 
     def valid(self, window: Window | None = None) -> np.ndarray:
-        """True where both SAR polarisations are valid (not NaN, not a declared fill)."""
-        ok = np.isfinite(self.sar(C.PRIMARY, window))
-        if C.SECONDARY in self.ds:
-            ok &= np.isfinite(self.sar(C.SECONDARY, window))
-        return ok
+        """True where both SAR polarisations are valid (not NaN, not a declared fill).
+
+        The mask of the whole scene is computed once (bit-packed: 1/8 byte per pixel) and
+        windows are cut from it, so the features, the status flags and the valid fraction do
+        not each read (and, for compressed files, decompress) both SAR variables again.
+        """
+        packed = self._valid_bits()
+        rows, cols = window if window is not None else (slice(None), slice(None))
+        ok = np.unpackbits(packed[rows], axis=1, count=self.shape[1]).view(bool)
+        return ok[:, cols]
+
+    def _valid_bits(self) -> np.ndarray:
+        """The bit-packed validity mask of the whole scene (rows x ceil(samples / 8) uint8)."""
+        bits = self._cache.get("valid_bits")
+        if bits is None:
+            lines, samples = self.shape
+            bits = np.empty((lines, -(-samples // 8)), np.uint8)
+            n_valid = 0
+            for r0 in range(0, lines, _BLOCK_ROWS):
+                win = (slice(r0, min(r0 + _BLOCK_ROWS, lines)), slice(None))
+                ok = np.isfinite(self.sar(C.PRIMARY, win))
+                if C.SECONDARY in self.ds:
+                    ok &= np.isfinite(self.sar(C.SECONDARY, win))
+                bits[win[0]] = np.packbits(ok, axis=1)
+                n_valid += int(ok.sum())
+            self._cache["valid_bits"] = bits
+            self._cache["n_valid"] = n_valid
+        return bits
 
     def land(self, window: Window | None = None) -> np.ndarray:
         """True on land: labels masked (255) where SAR is valid; without labels, distance map 0.
@@ -390,9 +413,8 @@ def _validate(
     problem = check_tie_points(lat, lon, trow, tcol, shape=(lines, samples), pixel_spacing=spacing)
     if problem:
         raise BadDataError(f"{path}: implausible geolocation: {problem}")
-    n_valid = 0
-    for r0 in range(0, lines, _BLOCK_ROWS):
-        n_valid += int(scene.valid((slice(r0, r0 + _BLOCK_ROWS), slice(None))).sum())
+    scene._valid_bits()
+    n_valid = int(scene._cache["n_valid"])
     scene.valid_fraction = n_valid / float(lines * samples)
     if require_valid and n_valid == 0:
         raise BadDataError(f"{path}: SAR is entirely invalid (NaN or fill)")

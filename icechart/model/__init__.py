@@ -1,18 +1,7 @@
-"""The multi-task U-Net and its checkpoints (torch is imported here, not by the CLI group)."""
+"""The model: the multi-task U-Net (unet.py), checkpoints (checkpoint.py), ensembles
+(ensemble.py), the typed contract (contract.py), shipped models (registry.py) and loading with
+the one device rule (load.py).
 
-from __future__ import annotations
-
-from icechart.model.checkpoint import LoadedModel, load_checkpoint, predict_logits, save_checkpoint
-from icechart.model.ensemble import EnsembleModel, load_ensemble
-from icechart.model.unet import UNet, build_net
-
-__all__ = [
-    "EnsembleModel",
-    "LoadedModel",
-    "UNet",
-    "build_net",
-    "load_checkpoint",
-    "load_ensemble",
-    "predict_logits",
-    "save_checkpoint",
-]
+Nothing is imported here, so ``icechart.model.registry`` (the CLI group's ``--version``) and
+``icechart.model.contract`` stay free of torch; import the submodules.
+"""

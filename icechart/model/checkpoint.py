@@ -36,7 +36,7 @@ from icechart.atomic import atomic_path
 from icechart.classes import CLASS_TABLE_VERSION
 from icechart.errors import ModelError, first_line
 from icechart.hashing import sha256_file
-from icechart.model.contract import ModelContract
+from icechart.model.contract import ModelContract, contract_of
 from icechart.model.unet import UNet, build_net
 
 logger = logging.getLogger(__name__)
@@ -75,10 +75,7 @@ class LoadedModel:
     @property
     def contract(self) -> ModelContract:
         """The typed input/output contract of :attr:`meta` (parsed once, then cached)."""
-        c = self.__dict__.get("_contract")
-        if c is None:
-            c = self.__dict__["_contract"] = ModelContract.from_meta(self.meta)
-        return c
+        return contract_of(self)
 
 
 def _jsonable(obj: Any) -> Any:

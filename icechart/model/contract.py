@@ -86,3 +86,12 @@ class ModelContract:
     def norm_key(self) -> str:
         """A string identifying the normalisation (members with equal keys share one stack)."""
         return json.dumps(self.norm, sort_keys=True)
+
+
+def contract_of(model: Any) -> ModelContract:
+    """``model.meta`` parsed into a :class:`ModelContract` on first use, then kept on the model
+    (the ``contract`` property of checkpoints and ensembles)."""
+    c = model.__dict__.get("_contract")
+    if c is None:
+        c = model.__dict__["_contract"] = ModelContract.from_meta(model.meta)
+    return c

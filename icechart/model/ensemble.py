@@ -51,7 +51,7 @@ from typing import Any
 
 from icechart.atomic import atomic_path
 from icechart.errors import ModelError
-from icechart.model.contract import ModelContract
+from icechart.model.contract import ModelContract, contract_of
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +86,7 @@ class EnsembleModel:
     @property
     def contract(self) -> ModelContract:
         """The members' shared input/output contract (parsed once, then cached)."""
-        c = self.__dict__.get("_contract")
-        if c is None:
-            c = self.__dict__["_contract"] = ModelContract.from_meta(self.meta)
-        return c
+        return contract_of(self)
 
     @property
     def net(self) -> Any:

@@ -140,7 +140,7 @@ class UNet(nn.Module):
         else:
             shared = self.decoder(z, skips)
             feats = {c: shared for c in CHARTS}
-        out = {c: self.heads[c](feats[c]) for c in CHARTS}
+        out: dict[str, torch.Tensor] = {c: self.heads[c](feats[c]) for c in CHARTS}
         if ph or pw:
             out = {c: t[..., :h, :w] for c, t in out.items()}
         return out

@@ -59,6 +59,9 @@ class SceneOutput:
     """Seconds per stage; recorded in the manifest beside the runner's own ``process_s``."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Facts about the scene for the manifest's ``scene`` record (not compared on reruns)."""
+    input_digest: dict[str, Any] | None = None
+    """``{"size", "mtime_ns", "sha256"}`` of the input when the function hashed it already: the
+    manifest reuses the digest while size and mtime still match (no second hash)."""
 
 
 SceneFn = Callable[[Path], Sequence[Path] | SceneOutput]
@@ -558,6 +561,7 @@ def _attempt(
             files=files,
             device=device,
             timings={**output.timings, "process_s": res.seconds},
+            previous_input=output.input_digest,
             extra=extra,
             input_identity=ident,
         )

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import warnings
@@ -47,12 +48,14 @@ class _Hasher(threading.Thread):
         super().__init__(daemon=True)
         self.path = path
         self.digest: str | None = None
+        self.stat: os.stat_result | None = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
         from icechart.hashing import sha256_file
 
         try:
+            self.stat = os.stat(self.path)
             self.digest = sha256_file(self.path)
         except BaseException as exc:  # reported by result()
             self.error = exc
@@ -126,6 +129,7 @@ def process_scene(
     sar_fill: float | None = None,
     command: str | None = None,
     timings: dict[str, float] | None = None,
+    input_digest: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Predict one scene and write its products into ``outdir``.
 
@@ -143,10 +147,10 @@ def process_scene(
     outdir
         Output directory (must exist; :func:`icechart.ops.batch.prepare_outdir` makes it).
     formats
-        Comma list or iterable of ``netcdf, geotiff, shapefile, png, autoice``; default all but
-        ``autoice``. (``autoice`` makes this write the netCDF and the scene's unmasked AutoICE part
-        ``{id}_{model}_autoice.nc``; the AutoICE file itself is
-        rebuilt once per run with :func:`icechart.products.autoice.write_autoice`.)
+        Comma list or iterable of names from :data:`icechart.products.REGISTRY`; default the
+        default formats. A run-level format (``autoice``) makes this write what it needs (the
+        netCDF) and the scene's unmasked AutoICE part ``{id}_{model}_autoice.nc``; its own
+        file is rebuilt once per run (:func:`predict_batch`, :func:`icechart.products.write_run_level`).
     crs, resolution
         Projected products' CRS and GeoTIFF pixel size.
     tile_size
@@ -167,6 +171,9 @@ def process_scene(
         Command line recorded in the netCDF history.
     timings
         Receives seconds per stage.
+    input_digest
+        Receives ``size``, ``mtime_ns`` and ``sha256`` of the input as hashed for the netCDF
+        (the manifest reuses them instead of hashing the file again).
 
     Returns
     -------
@@ -206,6 +213,8 @@ def process_scene(
         pred = predict_scene(scene, model, tile_size=DEFAULT_TILE if tile_size is None else tile_size, tta=tta)
         tm.update(pred.timings)
         sha = hasher.result()
+        if input_digest is not None and hasher.stat is not None:
+            input_digest.update(size=hasher.stat.st_size, mtime_ns=hasher.stat.st_mtime_ns, sha256=sha)
         written = write_products(
             pred, scene, out, model=model.model_id, formats=fm, crs=crs, resolution=resolution,
             sieve=sieve, input_sha256=sha, command=command, timings=tm,
@@ -232,33 +241,14 @@ def product_options(
     min_area: float | None = None,
     metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The options a finished scene's products are compared on when a run meets them again.
+    """The options a finished scene's products are compared on when a run meets them again:
+    the products' :func:`icechart.products.fingerprint` (per-scene formats and the options
+    those formats use) plus the tile size and TTA. The device never counts."""
+    from icechart.products import fingerprint
 
-    Only what changes the files counts: the per-scene formats (``autoice``: the scene's
-    AutoICE part), the CRS and resolution only for projected products, the generalisation scale (in
-    model pixels) only for the chart, the producer's attributes only for the netCDF and when
-    set; defaults are filled in so ``--sieve 40`` equals no ``--sieve``. The device never
-    counts.
-    """
-    from icechart.products import FORMATS, parse_formats
-    from icechart.products.sigrid3 import DEFAULT_MIN_AREA_KM2, MODEL_PIXEL_M, sieve_pixels
-
-    fm = parse_formats(formats)
-    per_scene = [f for f in FORMATS if f in fm]
-    opts: dict[str, Any] = {
-        "formats": per_scene,
-        "tile_size": DEFAULT_TILE if tile_size is None else int(tile_size),
-        "tta": bool(tta),
-    }
-    if {"geotiff", "shapefile", "uncertainty", "geopackage"} & set(per_scene):
-        opts["crs"] = crs
-    if {"geotiff", "uncertainty"} & set(per_scene):
-        opts["resolution"] = float(resolution)
-    if {"shapefile", "geopackage"} & set(per_scene):
-        area = DEFAULT_MIN_AREA_KM2 if min_area is None else float(min_area)
-        opts["sieve"] = sieve_pixels(area, MODEL_PIXEL_M) if sieve is None else int(sieve)
-    if metadata and "netcdf" in per_scene:
-        opts["metadata"] = dict(sorted(metadata.items()))
+    opts = fingerprint(formats, crs=crs, resolution=resolution, sieve=sieve, min_area=min_area, metadata=metadata)
+    opts["tile_size"] = DEFAULT_TILE if tile_size is None else int(tile_size)
+    opts["tta"] = bool(tta)
     return opts
 
 
@@ -339,7 +329,7 @@ def predict_batch(
     from icechart.model.load import load_model, resolve_device
     from icechart.ops.batch import SceneOutput, run_guarded, want_progress
     from icechart.ops.shard import finish_run, select
-    from icechart.products import parse_formats
+    from icechart.products import parse_formats, write_run_level
     from icechart.products.warp import parse_crs
 
     fm = parse_formats(formats)
@@ -357,19 +347,19 @@ def predict_batch(
 
     def process(path: Path) -> SceneOutput:
         timings: dict[str, float] = {}
+        digest: dict[str, Any] = {}
         files = process_scene(
             path, state["model"], outdir, formats=fm, crs=crs, resolution=resolution,
             tile_size=tile_size, sieve=sieve, command=command, timings=timings, tta=tta,
-            min_area=min_area, metadata=metadata,
+            input_digest=digest, min_area=min_area, metadata=metadata,
         )  # fmt: skip
-        return SceneOutput(files, timings={k: v for k, v in timings.items() if isinstance(v, float)})
+        return SceneOutput(
+            files, timings={k: v for k, v in timings.items() if isinstance(v, float)}, input_digest=digest or None
+        )
 
     def merge() -> Path | None:
-        if "autoice" in fm:
-            from icechart.products.autoice import write_autoice
-
-            return write_autoice(outdir, state["model"].model_id)
-        return None
+        written = write_run_level(fm, outdir, state["model"].model_id)
+        return written[0] if written else None
 
     part = select(inputs, shard)  # None without a shard
 

@@ -1,77 +1,200 @@
-"""Ice-chart products from a :class:`~icechart.infer.predict.Prediction` (contract.md "Products").
+"""Ice-chart products: a registry of formats, each a streaming sink of full-resolution row blocks.
 
-One pass over the full-resolution row blocks feeds every writer at once: the netCDF gets each
-block as it comes, the GeoTIFF rasters are filled through a precomputed nearest-pixel gather,
-the quicklooks keep every n-th line, and the SIGRID-3 writer keeps the masks at the model's
-resolution. Peak memory is therefore a few row blocks plus the projected rasters, whatever the
-scene size. Every file is written under a temporary name and renamed only when all products of
-the scene are complete (:func:`icechart.atomic.atomic_path`); on any error none is left.
+:data:`FORMATS` lists every format once: its name, what it writes (file names from the scene id
+and the model id, contract.md "Products"), which options change its files (the rerun
+fingerprint, :func:`fingerprint`), its help text (``--formats``, man page) and its sink
+(:mod:`icechart.products.sinks` for the built-in ones). :func:`write_products` makes one sink per
+format and feeds them all from one pass over the prediction's row blocks
+(:meth:`icechart.infer.predict.Prediction.blocks`): the netCDF gets each block as it comes, the
+GeoTIFF rasters are filled through a precomputed nearest-pixel gather, the quicklooks keep every
+n-th line, the SIGRID-3 sink keeps the masks at the model's resolution. Peak memory is therefore
+a few row blocks plus the projected rasters, whatever the scene size. Every file is written
+under a temporary name and renamed only when all products of the scene are complete
+(:func:`icechart.atomic.atomic_path`); on any error none is left.
+
+Adding a format: a module with its writer and a sink class (``__init__(ctx)``, ``add(block)``,
+``finish() -> [paths]``, a ``stage`` name for the timings) and one :func:`register` call.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from icechart._version import __version__
-from icechart.atomic import atomic_path, forget_temporary, register_temporary, temp_prefix
-from icechart.classes import CHARTS, STATUS_INVALID, STATUS_LAND
+from icechart.atomic import atomic_path
+from icechart.classes import CHARTS
 from icechart.errors import ConfigError
-from icechart.hashing import sha256_file
+from icechart.products.sigrid3 import SHAPEFILE_PARTS
 
 if TYPE_CHECKING:
     from icechart.infer.predict import Prediction
     from icechart.io.scene import Scene
+    from icechart.products.warp import Gather, InverseGeolocation, TargetGrid
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("netcdf", "geotiff", "shapefile", "png", "autoice", "uncertainty", "geopackage")
-DEFAULT_FORMATS = ("netcdf", "geotiff", "shapefile", "png")
 DEFAULT_CRS = "EPSG:3413"
 DEFAULT_RESOLUTION = 200.0
 SAR_PIXEL = 80.0
 """SAR pixel spacing of AI4Arctic scenes (m); the model grid is ``factor`` times that."""
 
+UNCERTAINTY_LAYERS = ("SOD_confidence", "FLOE_confidence", "SIC_standard_error")
+"""GeoTIFFs of the ``uncertainty`` format (SIC_standard_error only from ensembles)."""
+
+
+def uncertainty_layers(sic_standard_error: bool) -> list[str]:
+    """The ``uncertainty`` format's layers (the SIC standard error only from an ensemble)."""
+    return list(UNCERTAINTY_LAYERS[: 3 if sic_standard_error else 2])
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Format:
+    """One product format.
+
+    Attributes
+    ----------
+    name
+        The ``--formats`` name.
+    help
+        One phrase for ``--formats --help`` and the man page.
+    suffixes
+        ``(stem, sic_standard_error) -> file name suffixes`` after ``{scene_id}_{model_id}``.
+    sink
+        ``"module:Class"`` of its sink (imported only when the format is written); None for a
+        run-level format.
+    options
+        Product options that change its files (``crs``, ``resolution``, ``sieve``): they join
+        the rerun fingerprint only when a format that uses them is asked for.
+    default
+        Written without ``--formats``.
+    needs
+        Formats it implies (``autoice`` is built from the netCDF products).
+    run_writer
+        ``"module:function"`` called as ``f(outdir, model_id)`` once per run (run-level formats).
+    """
+
+    name: str
+    help: str
+    suffixes: Callable[[bool], list[str]] = field(default=lambda se: [])
+    sink: str | None = None
+    options: tuple[str, ...] = ()
+    default: bool = False
+    needs: tuple[str, ...] = ()
+    run_writer: str | None = None
+
+    @property
+    def per_scene(self) -> bool:
+        return self.sink is not None
+
+
+REGISTRY: dict[str, Format] = {}
+"""Every format by name, in product order."""
+
+
+def register(fmt: Format) -> Format:
+    """Add ``fmt`` to :data:`REGISTRY` (replacing one of the same name)."""
+    REGISTRY[fmt.name] = fmt
+    return fmt
+
+
+register(Format(
+    "netcdf", "CF netCDF at SAR geometry ({id}_{model}.nc)",
+    lambda se: [".nc"], "icechart.products.sinks:NetcdfSink", default=True,
+))  # fmt: skip
+register(Format(
+    "geotiff", "a GeoTIFF per chart on the projected grid (COG; category names in .tif.aux.xml, a QGIS style in .qml)",
+    lambda se: [s for c in CHARTS for s in (f"_{c}.tif", f"_{c}.tif.aux.xml", f"_{c}.qml")],
+    "icechart.products.sinks:GeotiffSink",
+    options=("crs", "resolution"), default=True,
+))  # fmt: skip
+register(Format(
+    "shapefile", "SIGRID-3 polygons",
+    lambda se: [f"_sigrid3{ext}" for ext in SHAPEFILE_PARTS], "icechart.products.sinks:ShapefileSink",
+    options=("crs", "sieve"), default=True,
+))  # fmt: skip
+register(Format(
+    "png", "quicklooks", lambda se: [f"_{c}.png" for c in CHARTS], "icechart.products.sinks:QuicklookSink",
+    default=True,
+))  # fmt: skip
+register(Format(
+    "autoice", "the AutoICE submission file of all complete scenes in OUT, from each scene's unmasked part {id}_{model}_autoice.nc",
+    lambda se: ["_autoice.nc"], "icechart.products.autoice:AutoicePartSink", needs=("netcdf",),
+    run_writer="icechart.products.autoice:write_autoice",
+))  # fmt: skip
+register(Format(
+    "uncertainty", "as --uncertainty-tif",
+    lambda se: [s for n in uncertainty_layers(se) for s in (f"_{n}.tif", f"_{n}.qml")],
+    "icechart.products.sinks:UncertaintySink",
+    options=("crs", "resolution"),
+))  # fmt: skip
+register(Format(
+    "geopackage", "the SIGRID-3 chart in the product CRS and in EPSG:4326 split at 180 degrees, styled",
+    lambda se: ["_sigrid3.gpkg"], "icechart.products.sinks:GeopackageSink", options=("crs", "sieve"),
+))  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    # FORMATS and DEFAULT_FORMATS follow the registry (a format registered later is listed too).
+    if name == "FORMATS":
+        return tuple(REGISTRY)
+    if name == "DEFAULT_FORMATS":
+        return tuple(f.name for f in REGISTRY.values() if f.default)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def formats_help() -> str:
+    """``--formats`` help: every format with its phrase, from the registry."""
+    names = ", ".join(REGISTRY)
+    notes = "; ".join(f"{f.name}: {f.help}" for f in REGISTRY.values() if not f.default)
+    return f"Comma list of {names} ({notes})."
+
+
+def _resolve(ref: str) -> Any:
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)
+
 
 def parse_formats(formats: str | Iterable[str] | None) -> tuple[str, ...]:
-    """Validate a comma list / iterable of formats; ``autoice`` implies ``netcdf`` (its source).
+    """Validate a comma list / iterable of formats; ``all`` is every format; a format's
+    ``needs`` are added (``autoice`` implies ``netcdf``, its source).
 
     Raises
     ------
     ConfigError
         An unknown format name (78).
     """
+    known = tuple(REGISTRY)
     if formats is None:
-        return DEFAULT_FORMATS
+        return tuple(f.name for f in REGISTRY.values() if f.default)
     items = formats.split(",") if isinstance(formats, str) else list(formats)
     out: list[str] = []
     for f in (s.strip().lower() for s in items):
         if not f:
             continue
         if f == "all":
-            out.extend(FORMATS)
+            out.extend(known)
             continue
-        if f not in FORMATS:
-            raise ConfigError(f"unknown format {f!r}; choose from {', '.join(FORMATS)}")
+        if f not in REGISTRY:
+            raise ConfigError(f"unknown format {f!r}; choose from {', '.join(known)}")
         out.append(f)
-    if "autoice" in out and "netcdf" not in out:
-        out.append("netcdf")
+    for f in list(out):
+        out.extend(n for n in REGISTRY[f].needs if n not in out)
     if not out:
-        raise ConfigError(f"no output format given; choose from {', '.join(FORMATS)}")
+        raise ConfigError(f"no output format given; choose from {', '.join(known)}")
     return tuple(dict.fromkeys(out))
-
-
-UNCERTAINTY_LAYERS = ("SOD_confidence", "FLOE_confidence", "SIC_standard_error")
-"""GeoTIFFs of the ``uncertainty`` format (SIC_standard_error only from ensembles)."""
 
 
 def product_paths(
@@ -82,36 +205,93 @@ def product_paths(
     *,
     sic_standard_error: bool = False,
 ) -> list[Path]:
-    """The files ``write_products`` creates for ``formats`` (names from contract.md).
+    """The files ``write_products`` creates for ``formats`` (names from contract.md), in
+    registry order.
 
     ``uncertainty`` adds ``{id}_{model}_{SOD|FLOE}_confidence.tif`` and, when
     ``sic_standard_error`` (an ensemble), ``{id}_{model}_SIC_standard_error.tif``.
     """
     out = Path(outdir)
     stem = f"{scene_id}_{model_id}"
-    paths: list[Path] = []
     fm = set(formats)
-    if "netcdf" in fm:
-        paths.append(out / f"{stem}.nc")
-    if "geotiff" in fm:
-        from icechart.products.geotiff import sidecar_paths
+    return [out / f"{stem}{suffix}" for f in REGISTRY.values() if f.name in fm for suffix in f.suffixes(sic_standard_error)]
 
-        for c in CHARTS:
-            paths += [out / f"{stem}_{c}.tif", *sidecar_paths(out / f"{stem}_{c}.tif")]
-    if "shapefile" in fm:
-        from icechart.products.sigrid3 import SHAPEFILE_PARTS
 
-        paths += [out / f"{stem}_sigrid3{ext}" for ext in SHAPEFILE_PARTS]
-    if "png" in fm:
-        paths += [out / f"{stem}_{c}.png" for c in CHARTS]
-    if "geopackage" in fm:
-        paths.append(out / f"{stem}_sigrid3.gpkg")
-    if "uncertainty" in fm:
-        for n in UNCERTAINTY_LAYERS[: 3 if sic_standard_error else 2]:
-            paths += [out / f"{stem}_{n}.tif", out / f"{stem}_{n}.qml"]
-    if "autoice" in fm:
-        paths.append(out / f"{stem}_autoice.nc")
-    return paths
+def fingerprint(
+    formats: Iterable[str] | str | None,
+    *,
+    crs: str,
+    resolution: float,
+    sieve: int | None,
+    min_area: float | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The product options a finished scene's files depend on (compared when a rerun meets
+    them): the per-scene formats, and ``crs``/``resolution``/``sieve`` only when a format that
+    uses them is asked for (defaults filled in: the generalisation scale in model pixels, so
+    ``--sieve 40`` equals no ``--sieve`` and ``--min-area 25``); the producer's attributes
+    only for the netCDF and when set."""
+    from icechart.products.sigrid3 import DEFAULT_MIN_AREA_KM2, MODEL_PIXEL_M, sieve_pixels
+
+    fm = parse_formats(formats)
+    per_scene = [f.name for f in REGISTRY.values() if f.name in fm and f.per_scene]
+    used = {o for n in per_scene for o in REGISTRY[n].options}
+    opts: dict[str, Any] = {"formats": per_scene}
+    area = DEFAULT_MIN_AREA_KM2 if min_area is None else float(min_area)
+    values = {
+        "crs": crs,
+        "resolution": float(resolution),
+        "sieve": sieve_pixels(area, MODEL_PIXEL_M) if sieve is None else int(sieve),
+    }
+    for key in ("crs", "resolution", "sieve"):
+        if key in used:
+            opts[key] = values[key]
+    if metadata and "netcdf" in per_scene:
+        opts["metadata"] = dict(sorted(metadata.items()))
+    return opts
+
+
+def write_run_level(formats: Iterable[str], outdir: str | Path, model_id: str) -> list[Path]:
+    """Write the run-level formats among ``formats`` (e.g. the AutoICE file) from OUT; the
+    files written (a writer with nothing to collect writes none)."""
+    written: list[Path] = []
+    for name in parse_formats(formats):
+        ref = REGISTRY[name].run_writer
+        if ref is not None:
+            path = _resolve(ref)(outdir, model_id)
+            if path is not None:
+                written.append(Path(path))
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# sinks
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ProductBlock:
+    """One row block for the sinks.
+
+    ``charts``: uint8 classes (SIC in classes 0..10), 255 masked; ``confidence``: uint8 percent;
+    ``status``: ``status_flag`` bits; ``arrays``: the product variables of the netCDF (SIC in
+    percent, ``SOD_confidence``, ..., ``SIC_standard_error`` from an ensemble).
+    """
+
+    rows: slice
+    charts: dict[str, np.ndarray]
+    confidence: dict[str, np.ndarray]
+    status: np.ndarray
+    arrays: dict[str, np.ndarray]
+    decision: dict[str, np.ndarray] | None = None
+
+
+class Sink(Protocol):
+    """What a format's sink provides (see the module docstring)."""
+
+    stage: str
+
+    def add(self, block: ProductBlock) -> None: ...
+
+    def finish(self) -> list[Path]: ...
 
 
 BLOCK_PIXELS = 2_500_000
@@ -129,39 +309,71 @@ def _block_rows(factor: int, samples: int = 5000, target: int = 500) -> int:
     return factor * max(1, round(rows / factor))
 
 
-class _LowresStatus:
-    """Land / no-data decision per model pixel, from the full-resolution status of the blocks."""
+@dataclass
+class SinkContext:
+    """Everything a sink may need, with the costly shared pieces built once on first use
+    (:meth:`inverse`, :meth:`grid`, :meth:`gather`) and released after the last block."""
 
-    def __init__(self, shape: tuple[int, int], factor: int) -> None:
-        self.f = factor
-        lines, samples = shape
-        self.samples = samples
-        self.h, self.w = -(-lines // factor), -(-samples // factor)
-        self.land = np.zeros((self.h, self.w), np.int32)
-        self.bad = np.zeros((self.h, self.w), np.int32)
-        self.n = np.zeros((self.h, self.w), np.int32)
+    prediction: "Prediction"
+    scene: "Scene"
+    outdir: Path
+    model_id: str
+    stack: ExitStack
+    crs: Any
+    resolution: float
+    sieve: int | None
+    simplify: float | None
+    min_area: float | None
+    metadata: dict[str, str]
+    complevel: int
+    input_sha256: str | None
+    command: str | None
+    block_rows: int
+    _shared: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, rows: slice, status: np.ndarray) -> None:
-        f = self.f
-        nb = status.shape[0]
-        i0 = rows.start // f
-        ph = -(-nb // f) * f - nb
-        pw = self.w * f - self.samples
-        real = np.pad(np.ones(status.shape, np.int32), ((0, ph), (0, pw)))
-        land = np.pad(((status & STATUS_LAND) != 0).astype(np.int32), ((0, ph), (0, pw)))
-        bad = np.pad(((status & STATUS_INVALID) != 0).astype(np.int32), ((0, ph), (0, pw)))
-        hb = land.shape[0] // f
-        for acc, a in ((self.n, real), (self.land, land), (self.bad, bad)):
-            acc[i0 : i0 + hb] += a.reshape(hb, f, self.w, f).sum(axis=(1, 3))
+    @property
+    def stem(self) -> str:
+        return f"{self.scene.scene_id}_{self.model_id}"
 
-    def result(self) -> np.ndarray:
-        from icechart.products.sigrid3 import LOWRES_CHARTED, LOWRES_LAND, LOWRES_NODATA
+    def temporary(self, dest: Path) -> Path:
+        """A temporary name for ``dest``, renamed onto it when the scene's products are done."""
+        return self.stack.enter_context(atomic_path(dest))
 
-        out = np.full((self.h, self.w), LOWRES_CHARTED, np.uint8)
-        masked = 2 * (self.land + self.bad) > self.n
-        out[masked & (self.land >= self.bad)] = LOWRES_LAND
-        out[masked & (self.land < self.bad)] = LOWRES_NODATA
-        return out
+    def inverse(self) -> "InverseGeolocation":
+        if "inverse" not in self._shared:
+            from icechart.products.warp import InverseGeolocation
+
+            self._shared["inverse"] = InverseGeolocation(self.scene, *self.prediction.centres(), self.crs)
+        return self._shared["inverse"]
+
+    def grid(self) -> "TargetGrid":
+        if "grid" not in self._shared:
+            from icechart.products.warp import target_grid
+
+            self._shared["grid"] = target_grid(self.scene, self.crs, float(self.resolution))
+        return self._shared["grid"]
+
+    def gather(self) -> "Gather":
+        if "gather" not in self._shared:
+            from icechart.products.warp import Gather
+
+            self._shared["gather"] = Gather(self.inverse(), self.grid(), block_rows=self.block_rows)
+        return self._shared["gather"]
+
+    def blocks_done(self) -> None:
+        """Free what only the block pass needs (the gather tables: 8 bytes per target pixel)
+        before the sinks finish (the PNG rendering is the last peak)."""
+        self._shared.pop("gather", None)
+
+    def tags(self) -> dict[str, str]:
+        """Provenance tags of the raster products."""
+        return {
+            "scene_id": self.scene.scene_id,
+            "model_id": self.model_id,
+            "model_sha256": self.prediction.model_sha256,
+            "software_version": f"icechart {__version__}",
+            "acquisition_time": self.scene.time.isoformat(),
+        }
 
 
 def _model_id(prediction: "Prediction", model: Any) -> str:
@@ -178,7 +390,7 @@ def write_products(
     outdir: str | Path,
     *,
     model: Any = None,
-    formats: str | Iterable[str] | None = DEFAULT_FORMATS,
+    formats: str | Iterable[str] | None = None,
     crs: str | int = DEFAULT_CRS,
     resolution: float = DEFAULT_RESOLUTION,
     sieve: int | None = None,
@@ -203,11 +415,8 @@ def write_products(
     model
         Model id (or a loaded model) for the file names; default the prediction's.
     formats
-        Among ``netcdf, geotiff, shapefile, png, uncertainty, autoice`` (``autoice``: the
-        scene's unmasked part ``{id}_{model}_autoice.nc``; the AutoICE file itself is rebuilt
-        per run by :func:`icechart.products.autoice.write_autoice`; ``uncertainty``: GeoTIFFs
-        of the SOD/FLOE confidence and, for an ensemble, the SIC standard error, on the
-        GeoTIFF grid).
+        Names from :data:`REGISTRY` (default: the default formats). Run-level formats
+        (``autoice``) are not written here (:func:`write_run_level`).
     crs, resolution
         Projected CRS and pixel size (CRS units) of the GeoTIFFs; the shapefile uses the CRS at
         the model's resolution.
@@ -228,8 +437,9 @@ def write_products(
     command
         Command line for the netCDF ``history`` (default ``sys.argv``).
     timings
-        A dict that receives seconds per stage (``upsample``, ``netcdf``, ``geotiff``, ``png``,
-        ``shapefile``).
+        A dict that receives seconds per stage (``upsample`` and each sink's ``stage``:
+        ``netcdf``, ``geotiff``, ``png``, ``shapefile``); ``upsample`` is the time spent
+        waiting for decisions, which are made one block ahead on a worker thread.
 
     Returns
     -------
@@ -243,10 +453,10 @@ def write_products(
     OutputError, OutputIOError
         A file cannot be written (73, 74); nothing of this call is left behind.
     """
-    from icechart.products.netcdf import LatLonBlocks, NetcdfWriter, chart_arrays, global_attrs
+    from icechart.products.netcdf import chart_arrays
     from icechart.products.warp import parse_crs
 
-    fm = list(parse_formats(formats))
+    fm = [f for f in parse_formats(formats) if REGISTRY[f].per_scene]
     if not fm:
         return []
     model_id = _model_id(prediction, model)
@@ -257,219 +467,74 @@ def write_products(
     tm = timings if timings is not None else {}
     for k in ("upsample", "netcdf", "geotiff", "png", "shapefile"):
         tm.setdefault(k, 0.0)
-    factor = prediction.factor
-    lines, samples = prediction.shape
-    block_rows = _block_rows(factor, samples)
-    stem = f"{scene.scene_id}_{model_id}"
+    block_rows = _block_rows(prediction.factor, prediction.shape[1])
     written: list[Path] = []
-    has_se = prediction.sic_se is not None
-    layers = list(UNCERTAINTY_LAYERS[: 3 if has_se else 2]) if "uncertainty" in fm else []
 
     with ExitStack() as stack:
-        inv = None
-        if "geotiff" in fm or "shapefile" in fm or "geopackage" in fm or layers:
-            from icechart.products.warp import InverseGeolocation
-
+        ctx = SinkContext(
+            prediction, scene, outdir, model_id, stack, target_crs, float(resolution), sieve,
+            simplify, min_area, dict(metadata or {}), complevel, input_sha256, command, block_rows,
+        )  # fmt: skip
+        sinks: list[Sink] = []
+        for name in fm:
+            cls = _resolve(REGISTRY[name].sink)  # type: ignore[arg-type]
             t = time.perf_counter()
-            rc, cc = prediction.centres()
-            inv = InverseGeolocation(scene, rc, cc, target_crs)
-            tm["geotiff" if "geotiff" in fm else "shapefile"] += time.perf_counter() - t
-
-        nc = None
-        if "netcdf" in fm:
-            t = time.perf_counter()
-            if input_sha256 is None:
-                input_sha256 = sha256_file(scene.path)
-            dest = outdir / f"{stem}.nc"
-            tmp = stack.enter_context(atomic_path(dest))
-            attrs = global_attrs(
-                scene_id=scene.scene_id,
-                acquired=scene.time,
-                model_id=model_id,
-                model_sha256=prediction.model_sha256,
-                input_name=scene.path.name,
-                input_sha256=input_sha256,
-                service=scene.service,
-                command=command,
-                extra={**uncertainty_attrs(prediction), **(metadata or {})},
-            )
-            nc = stack.enter_context(NetcdfWriter(
-                tmp, (lines, samples), attrs, block_rows=block_rows, complevel=complevel,
-                sic_standard_error=has_se, temperature=prediction.temperature,
-            ))  # fmt: skip
-            geo = LatLonBlocks(scene)
-            nc.footprint = geo.footprint()
-            written.append(dest)
-            tm["netcdf"] += time.perf_counter() - t
-
-        gather = grid = rasters = None
-        if "geotiff" in fm or layers:
-            from icechart.products.warp import Gather, target_grid
-
-            t = time.perf_counter()
-            grid = target_grid(scene, target_crs, float(resolution))
-            assert inv is not None
-            gather = Gather(inv, grid, block_rows=block_rows)
-            names = (list(CHARTS) if "geotiff" in fm else []) + layers
-            rasters = {c: np.full((grid.height, grid.width), 255, np.uint8) for c in names}
-            tm["geotiff"] += time.perf_counter() - t
-
-        ql = None
-        if "png" in fm:
-            from icechart.products.quicklook import QuicklookCollector
-
-            ql = QuicklookCollector((lines, samples))
-        chart_fm = {"shapefile", "geopackage"} & set(fm)
-        lowres = _LowresStatus((lines, samples), factor) if chart_fm else None
-        part = None
-        if "autoice" in fm:
-            from icechart.products.autoice import PartWriter, part_name
-
-            dest = outdir / part_name(scene.scene_id, model_id)
-            tmp = stack.enter_context(atomic_path(dest))
-            part = stack.enter_context(
-                PartWriter(tmp, scene_id=scene.scene_id, model_id=model_id, shape=(lines, samples))
-            )
-            written.append(dest)
-
+            sink = cls(ctx)
+            sinks.append(sink)
+            tm[sink.stage] = tm.get(sink.stage, 0.0) + time.perf_counter() - t
         # -- the one pass over full-resolution row blocks --------------------------------
-        it = prediction.blocks(scene, block_rows=block_rows, decisions=part is not None)
+        # The next block is decided on a worker thread while the sinks take this one.
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="icechart-blocks"))
+        it = prediction.blocks(scene, block_rows=block_rows, decisions="autoice" in fm)
+        ahead = pool.submit(next, it, None)
         while True:
             t = time.perf_counter()
-            b = next(it, None)
+            b = ahead.result()
             tm["upsample"] += time.perf_counter() - t
             if b is None:
                 break
+            ahead = pool.submit(next, it, None)
             arrays = chart_arrays(b.charts, b.confidence, b.status, b.sic_se)
-            if nc is not None:
+            block = ProductBlock(b.rows, b.charts, b.confidence, b.status, arrays, b.decision)
+            for sink in sinks:
                 t = time.perf_counter()
-                lat, lon = geo.block(b.rows)
-                nc.write(b.rows, arrays, lat, lon)
-                tm["netcdf"] += time.perf_counter() - t
-            if gather is not None and rasters is not None:
-                from icechart.products.geotiff import with_land
-
-                t = time.perf_counter()
-                for c in rasters:
-                    gather.fill(rasters[c], b.rows, with_land(arrays[c], b.status))
-                tm["geotiff"] += time.perf_counter() - t
-            if ql is not None:
-                t = time.perf_counter()
-                ql.add(b.rows, b.charts, b.status)
-                tm["png"] += time.perf_counter() - t
-            if lowres is not None:
-                t = time.perf_counter()
-                lowres.add(b.rows, b.status)
-                tm["shapefile"] += time.perf_counter() - t
-            if part is not None and b.decision is not None:
-                part.write(b.rows, b.decision)
-        if part is not None:
-            part.close()
-        if nc is not None:
+                sink.add(block)
+                tm[sink.stage] += time.perf_counter() - t
+        it = b = block = None  # type: ignore[assignment]
+        ctx.blocks_done()
+        for sink in sinks:
             t = time.perf_counter()
-            nc.close()
-            tm["netcdf"] += time.perf_counter() - t
-        # The gather tables (8 bytes per target pixel) and the geolocation nodes are done with:
-        # free them before the writers below allocate (the PNG rendering is the last peak).
-        gather = geo = it = b = arrays = None  # type: ignore[assignment]
-
-        tags = {
-            "scene_id": scene.scene_id,
-            "model_id": model_id,
-            "model_sha256": prediction.model_sha256,
-            "software_version": f"icechart {__version__}",
-            "acquisition_time": scene.time.isoformat(),
-        }
-        if rasters is not None and grid is not None:
-            from icechart.products.geotiff import sidecar_paths, write_geotiff, write_layer_geotiff, write_sidecar
-            from icechart.products.styles import write_layer_qml
-
-            t = time.perf_counter()
-            for c in rasters:
-                dest = outdir / f"{stem}_{c}.tif"
-                tmp = stack.enter_context(atomic_path(dest))
-                if c in CHARTS:
-                    write_geotiff(tmp, rasters[c], grid, chart=c, tags=tags)
-                    written.append(dest)
-                    for side, kind in zip(sidecar_paths(dest), (".tif.aux.xml", ".qml")):
-                        write_sidecar(stack.enter_context(atomic_path(side)), kind, c)
-                        written.append(side)
-                else:
-                    write_layer_geotiff(tmp, rasters[c], grid, name=c, tags=tags)
-                    written.append(dest)
-                    side = dest.with_suffix(".qml")
-                    write_layer_qml(stack.enter_context(atomic_path(side)), c)
-                    written.append(side)
-            rasters = None
-            tm["geotiff"] += time.perf_counter() - t
-
-        if lowres is not None:
-            from icechart.products import sigrid3
-
-            t = time.perf_counter()
-            res = SAR_PIXEL * factor
-            sgrid_grid = _target_grid(scene, target_crs, res)
-            assert inv is not None
-            regions = sigrid3.region_codes(prediction.lowres_classes(), lowres.result())
-            raster, inside = sigrid3.warp_regions(inv, sgrid_grid, regions)
-            if sieve is None:
-                area = sigrid3.DEFAULT_MIN_AREA_KM2 if min_area is None else float(min_area)
-                sieve = sigrid3.sieve_pixels(area, res)
-            polys = sigrid3.chart_polygons(
-                raster,
-                inside,
-                sgrid_grid.transform,
-                sieve=int(sieve),
-                simplify=res if simplify is None else float(simplify),
-            )
-            tmpdir = Path(tempfile.mkdtemp(prefix=temp_prefix("shp"), dir=outdir))
-            register_temporary(tmpdir, outdir / f"{stem}_sigrid3.shp")  # a signal removes it too
-            stack.callback(forget_temporary, tmpdir)
-            stack.callback(shutil.rmtree, tmpdir, True)
-            exts = list(sigrid3.SHAPEFILE_PARTS) if "shapefile" in fm else []
-            try:
-                if "shapefile" in fm:
-                    sigrid3.write_shapefile(tmpdir / f"{stem}_sigrid3.shp", polys, target_crs)
-                if "geopackage" in fm:
-                    sigrid3.write_geopackage(tmpdir / f"{stem}_sigrid3.gpkg", polys, target_crs)
-                    exts.append(".gpkg")
-            except OSError as exc:
-                from icechart.atomic import os_error
-
-                raise os_error(exc, outdir / f"{stem}_sigrid3.shp") from exc
-            except Exception as exc:  # GDAL's write errors on a full disk: 74 naming the shapefile
-                from icechart.atomic import fault_error
-
-                fault = fault_error(exc, outdir / f"{stem}_sigrid3.shp")
-                if fault is not None:
-                    raise fault from exc
-                raise
-            for ext in exts:
-                dest = outdir / f"{stem}_sigrid3{ext}"
-                src = tmpdir / dest.name
-                if not src.exists():
-                    continue
-                tmp = stack.enter_context(atomic_path(dest))
-                os.replace(src, tmp)
-                written.append(dest)
-            tm["shapefile"] += time.perf_counter() - t
-
-        if ql is not None:
-            from icechart.products.quicklook import write_quicklook
-
-            t = time.perf_counter()
-            for c in CHARTS:
-                dest = outdir / f"{stem}_{c}.png"
-                tmp = stack.enter_context(atomic_path(dest))
-                write_quicklook(
-                    tmp, c, ql.charts[c], ql.status,
-                    scene_id=scene.scene_id, acquired=scene.time, model_id=model_id, step=ql.step,
-                )  # fmt: skip
-                written.append(dest)
-            tm["png"] += time.perf_counter() - t
+            written += sink.finish()
+            tm[sink.stage] += time.perf_counter() - t
     # Leaving the stack renamed every temporary file onto its product name.
-    order = {p: k for k, p in enumerate(product_paths(scene.scene_id, model_id, outdir, fm, sic_standard_error=has_se))}
+    order = {p: k for k, p in enumerate(product_paths(scene.scene_id, model_id, outdir, fm, sic_standard_error=prediction.sic_se is not None))}
     return sorted(written, key=lambda p: order.get(p, len(order)))
+
+
+def product_attrs(
+    prediction: "Prediction",
+    scene: "Scene",
+    *,
+    model_id: str,
+    input_sha256: str | None,
+    command: str | None,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Global attributes of the netCDF product and of the in-memory dataset (ACDD, provenance,
+    how the confidence and spread were made, the producer's ``metadata``)."""
+    from icechart.products.netcdf import global_attrs
+
+    return global_attrs(
+        scene_id=scene.scene_id,
+        acquired=scene.time,
+        model_id=model_id,
+        model_sha256=prediction.model_sha256,
+        input_name=scene.path.name,
+        input_sha256=input_sha256,
+        service=scene.service,
+        command=command,
+        extra={**uncertainty_attrs(prediction), **(metadata or {})},
+    )
 
 
 def uncertainty_attrs(prediction: "Prediction") -> dict[str, Any]:
@@ -490,16 +555,15 @@ def uncertainty_attrs(prediction: "Prediction") -> dict[str, Any]:
     return attrs
 
 
-def _target_grid(scene: "Scene", crs: Any, res: float) -> Any:
-    from icechart.products.warp import target_grid
-
-    return target_grid(scene, crs, res)
-
-
 __all__ = [
     "DEFAULT_FORMATS",
     "FORMATS",
+    "REGISTRY",
+    "Format",
+    "register",
     "parse_formats",
     "product_paths",
+    "fingerprint",
     "write_products",
+    "write_run_level",
 ]

@@ -180,8 +180,32 @@ def write_autoice(outdir: str | Path, model_id: str) -> Path | None:
                             raise BadDataError(f"{path}: lacks variable `{sid}_{chart}`; delete it and predict the scene again")
                         v = src.variables[f"{sid}_{chart}"]
                         v.set_auto_maskandscale(False)
-                        w = _create_chart(out, sid, chart, v.shape)
+                        lines, samples = v.shape
+                        w = _create_chart(out, sid, chart, (int(lines), int(samples)))
                         for r0 in range(0, v.shape[0], _ROWS):
                             w[r0 : r0 + _ROWS, :] = np.asarray(v[r0 : r0 + _ROWS, :], dtype=np.uint8)
     logger.info("wrote %s (%d scenes)", dest, len(scenes))
     return dest
+
+
+class AutoicePartSink:
+    """``{id}_{model}_autoice.nc``: the scene's part of the AutoICE file, from the unmasked
+    decisions of the row blocks (a sink of :data:`icechart.products.REGISTRY`)."""
+
+    stage = "autoice"
+
+    def __init__(self, ctx: Any) -> None:
+        self.dest = Path(ctx.outdir) / part_name(ctx.scene.scene_id, ctx.model_id)
+        self.part = ctx.stack.enter_context(PartWriter(
+            ctx.temporary(self.dest), scene_id=ctx.scene.scene_id, model_id=ctx.model_id,
+            shape=ctx.prediction.shape,
+        ))  # fmt: skip
+
+    def add(self, block: Any) -> None:
+        if block.decision is None:
+            raise InternalError(f"{self.dest}: row block without the unmasked decisions")
+        self.part.write(block.rows, block.decision)
+
+    def finish(self) -> list[Path]:
+        self.part.close()
+        return [self.dest]

@@ -38,8 +38,8 @@ def prediction_dataset(prediction: "Prediction", scene: "Scene", *, command: str
     """
     import xarray as xr
 
-    from icechart.products import uncertainty_attrs
-    from icechart.products.netcdf import CHART_VARIABLES, SE_VARIABLE, LatLonBlocks, chart_arrays, global_attrs, variable_attrs
+    from icechart.products import product_attrs
+    from icechart.products.netcdf import CHART_VARIABLES, SE_VARIABLE, LatLonBlocks, chart_arrays, variable_attrs
 
     lines, samples = scene.shape
     has_se = prediction.sic_se is not None
@@ -60,17 +60,7 @@ def prediction_dataset(prediction: "Prediction", scene: "Scene", *, command: str
         va = {k: v for k, v in attrs[n].items() if k not in ("_FillValue", "coordinates")}
         enc = {} if n == "status_flag" else {"_FillValue": FILL}
         data_vars[n] = xr.Variable(dims, a, va, encoding=enc)
-    gattrs = global_attrs(
-        scene_id=prediction.scene_id,
-        acquired=prediction.time,
-        model_id=prediction.model_id,
-        model_sha256=prediction.model_sha256,
-        input_name=scene.path.name,
-        input_sha256=None,
-        service=scene.service,
-        command=command,
-        extra=uncertainty_attrs(prediction),
-    )
+    gattrs = product_attrs(prediction, scene, model_id=prediction.model_id, input_sha256=None, command=command)
     return xr.Dataset(
         data_vars,
         coords={"lat": (dims, lat, attrs["lat"]), "lon": (dims, lon, attrs["lon"])},

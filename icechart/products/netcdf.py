@@ -68,7 +68,7 @@ def variable_attrs(
     u8 = np.uint8
     coords = "time lat lon"
     temperature = temperature or {}
-    out = {
+    out: dict[str, dict[str, Any]] = {
         "SIC": {
             "standard_name": "sea_ice_area_fraction",
             "long_name": "sea ice concentration (total), in steps of 10 %",
@@ -471,7 +471,7 @@ class NetcdfWriter:
             v = nc.createVariable(
                 name, "f4", dims, zlib=True, complevel=complevel, shuffle=True,
                 chunksizes=chunks, fill_value=False,
-            )  # fmt: skip
+            )  # type: ignore[call-overload]  # fmt: skip
             v.set_var_chunk_cache(**cache)
             v.setncatts(va[name])
             self.vars[name] = v
@@ -480,7 +480,7 @@ class NetcdfWriter:
             v = nc.createVariable(
                 name, "u1", dims, zlib=True, complevel=complevel, shuffle=False,
                 chunksizes=chunks, fill_value=fill,
-            )  # fmt: skip
+            )  # type: ignore[call-overload]  # fmt: skip
             v.set_auto_maskandscale(False)
             v.set_var_chunk_cache(**cache)
             v.setncatts(va[name])

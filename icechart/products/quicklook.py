@@ -29,6 +29,11 @@ _LEGEND_W = 440
 _TITLE_H = 110
 
 
+def _unit_rgb(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
+    """0..255 RGB as matplotlib's 0..1 floats."""
+    return (rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
+
+
 class QuicklookCollector:
     """Keeps every ``step``-th line and sample of the charts and status as blocks pass."""
 
@@ -118,8 +123,8 @@ def write_quicklook(
         ha="left",
         fontsize=12,
     )
-    handles = [Patch(facecolor=np.array(rgb) / 255, edgecolor="black", label=lab) for lab, rgb in _legend_labels(chart)]
-    handles.append(Patch(facecolor=np.array(LAND_RGB) / 255, edgecolor="black", label="land"))
+    handles = [Patch(facecolor=_unit_rgb(rgb), edgecolor="black", label=lab) for lab, rgb in _legend_labels(chart)]
+    handles.append(Patch(facecolor=_unit_rgb(LAND_RGB), edgecolor="black", label="land"))
     handles.append(Patch(facecolor="white", edgecolor="black", label="no data / invalid SAR"))
     note = LEGEND_NOTES.get(chart)
     title = _TITLES[chart]

@@ -458,7 +458,7 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
     net = sync_batchnorm(net, enabled=cfg.sync_batchnorm, device=device, world=dist.world)
     amp = cfg.amp and use_cuda
     mem_format = torch.channels_last if (cfg.channels_last and use_cuda) else torch.contiguous_format
-    net = net.to(device=device, memory_format=mem_format)
+    net = net.to(device=device, memory_format=mem_format)  # type: ignore[call-overload]
     logger.info("network: %s, %d parameters, device %s%s", cfg.arch, count_parameters(net), device,
                 " (AMP, channels-last)" if amp else "")
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -52,7 +52,7 @@ def validation_charts(
     network outputs ``out`` (logits, ``(C, h, w)`` per chart) for a scene of SAR ``shape``."""
     regression = sic_mode == "regression"
     sic = out["SIC"][0].cpu().numpy() if regression else None
-    probs = {
+    probs: dict[str, np.ndarray] = {
         c: torch.softmax(out[c], dim=0).cpu().numpy()
         for c in CHARTS
         if c != "SIC" or not regression
