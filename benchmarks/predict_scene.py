@@ -121,10 +121,7 @@ def child(scene: str, model: str, out: str, device: str, formats: str) -> dict:
     from icechart.model.load import load_model
     from icechart.pipeline.predict import process_scene
 
-    from icechart.ops.memory import return_freed_memory
-
     logging.basicConfig(level=logging.WARNING)
-    return_freed_memory()  # as `icechart predict` does
     t = time.perf_counter()
     m = load_model(model, device=device)
     load_s = time.perf_counter() - t

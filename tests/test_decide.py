@@ -89,3 +89,4 @@ def test_validation_rounds_sic_like_products() -> None:
         out["FLOE"] = torch.zeros((N_CLASSES["FLOE"], h, w))
         (_, classes), = list(validation_charts(out, (30, 40), factor=10, method="mean", sic_mode="regression"))
         assert (classes["SIC"] == expected).all(), (value, np.unique(classes["SIC"]))
+

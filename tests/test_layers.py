@@ -28,6 +28,7 @@ LAYER_OF = {
     "icechart.paths": "base",
     "icechart.score": "base",
     "icechart.calibration": "base",
+    "icechart.memory": "base",
     # io: reading scenes and charts, writing synthetic scenes, batch plumbing (lock, manifest)
     "icechart.io": "io",
     "icechart.synth": "io",

@@ -94,12 +94,3 @@ def test_predict_batch_is_a_library_call_hashing_each_input_once(tmp_path: Path,
     again = icechart.predict_batch([scene], out, model=str(model), formats="netcdf", device="cpu")
     assert [r.status for r in again.results] == ["skipped"]
 
-
-def test_return_freed_memory_applies_on_glibc() -> None:
-    import platform
-
-    from icechart.ops.memory import return_freed_memory
-
-    ok = return_freed_memory()
-    if platform.libc_ver()[0] == "glibc":
-        assert ok

@@ -139,10 +139,8 @@ def predict(
       icechart -q --log-format json predict /data/incoming -o /data/charts --lock /run/lock/icechart.lock
       icechart predict /archive/2019 -o /shared/charts --formats netcdf,autoice --shard auto
     """
-    from icechart.ops.memory import return_freed_memory
     from icechart.pipeline.predict import predict_batch
 
-    return_freed_memory()
     if uncertainty_tif and "uncertainty" not in formats:
         formats = (*formats, "uncertainty")
     predict_batch(

@@ -28,6 +28,7 @@ from icechart.errors import BadDataError
 from icechart.infer.decide import Upsampler, lowres_classes, status_flags
 from icechart.infer.forward import DEFAULT_OVERLAP, DEFAULT_TILE, check_channels, forward_members, scene_features
 from icechart.io.scene import Scene
+from icechart.memory import release_free_memory
 
 if TYPE_CHECKING:  # torch stays out of `import icechart`
     from icechart.model.checkpoint import LoadedModel
@@ -228,6 +229,7 @@ def predict_scene(
     t0 = time.perf_counter()
     ensemble = is_ensemble(model)
     raw = scene_features(scene, contract, normalised=not ensemble)
+    release_free_memory()  # the feature windows' temporaries, before the forward pass's peak
     t1 = time.perf_counter()
     if min(raw.shape[1:]) < 2:
         raise BadDataError(
@@ -237,6 +239,7 @@ def predict_scene(
         members, raw, normalised=not ensemble, tile_size=tile_size, overlap=overlap, tta=tta
     )
     del raw
+    release_free_memory()
     temp = temperatures(meta) if calibrated else {}
     temp = {c: t for c, t in temp.items() if c in probs}
     for chart, t in temp.items():

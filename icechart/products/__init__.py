@@ -364,6 +364,9 @@ class SinkContext:
         """Free what only the block pass needs (the gather tables: 8 bytes per target pixel)
         before the sinks finish (the PNG rendering is the last peak)."""
         self._shared.pop("gather", None)
+        from icechart.memory import release_free_memory
+
+        release_free_memory()
 
     def tags(self) -> dict[str, str]:
         """Provenance tags of the raster products."""
