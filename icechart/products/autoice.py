@@ -195,17 +195,25 @@ class AutoicePartSink:
     stage = "autoice"
 
     def __init__(self, ctx: Any) -> None:
+        from icechart.products.sinks import _hdf5_lock
+
+        # The netCDF sink writes on a worker thread meanwhile: every netCDF-C/HDF5 call takes
+        # the one lock (HDF5 is not thread-safe; without it this close segfaulted, 1 run in 3).
+        self.lock = _hdf5_lock()
         self.dest = Path(ctx.outdir) / part_name(ctx.scene.scene_id, ctx.model_id)
-        self.part = ctx.stack.enter_context(PartWriter(
-            ctx.temporary(self.dest), scene_id=ctx.scene.scene_id, model_id=ctx.model_id,
-            shape=ctx.prediction.shape,
-        ))  # fmt: skip
+        with self.lock:
+            self.part = ctx.stack.enter_context(PartWriter(
+                ctx.temporary(self.dest), scene_id=ctx.scene.scene_id, model_id=ctx.model_id,
+                shape=ctx.prediction.shape,
+            ))  # fmt: skip
 
     def add(self, block: Any) -> None:
         if block.decision is None:
             raise InternalError(f"{self.dest}: row block without the unmasked decisions")
-        self.part.write(block.rows, block.decision)
+        with self.lock:
+            self.part.write(block.rows, block.decision)
 
     def finish(self) -> list[Path]:
-        self.part.close()
+        with self.lock:
+            self.part.close()
         return [self.dest]
