@@ -11,7 +11,8 @@ Runs the shipped model on SCENE (CPU), writes every product into OUTDIR, and rep
 * the netCDF's own consistency (pixels with SIC > 0 and SOD or FLOE open water);
 * the round trip: the chart rasterised back onto the scene (the scoring reader) and scored
   against the netCDF it was written with, and exactness in pure regions (polygons whose
-  interior, 1.2 km inside the outline, is one class triple in the netCDF);
+  interior, 1.2 km inside the outline, is one class triple in the netCDF); ``--labels`` charts
+  the scene's own labels instead of the model's output (regions of one triple, as an analyst's);
 * ``rio_cogeo`` validation of every GeoTIFF and the IOOS compliance-checker (CF-1.10, ACDD-1.3)
   failures by priority.
 """
@@ -58,6 +59,19 @@ def real_chart_figures(folder: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def labels_prediction(scene, *, pred_for):  # type: ignore[no-untyped-def]
+    """The scene's labels as a one-hot prediction at the model grid (as tests/test_sigrid3_roundtrip)."""
+    import dataclasses
+
+    from icechart.classes import FILL, N_CLASSES
+    from icechart.features import downscale_labels
+
+    low = {c: downscale_labels(scene, c, factor=pred_for.factor) for c in ("SIC", "SOD", "FLOE")}
+    low = {c: np.where(a == FILL, 0, a) for c, a in low.items()}
+    probs = {c: (np.arange(N_CLASSES[c])[:, None, None] == low[c][None]).astype(np.float32) for c in ("SOD", "FLOE")}
+    return dataclasses.replace(pred_for, sic=low["SIC"].astype(np.float32), probs=probs, model_id="labels", sic_se=None, temperature={})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scene")
@@ -65,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--real-charts", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "sigrid3"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--labels", action="store_true", help="chart the scene's own labels (one-hot, block mode at the model grid) instead of the model's prediction: regions of one class triple exist, so the pure-region round trip is tested at scale")
     args = ap.parse_args(argv)
 
     import fiona
@@ -74,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     from shapely.geometry import shape
 
     from icechart.classes import FILL
-    from icechart.infer.predict import load_model, predict_scene
+    from icechart.infer.predict import predict_scene
+    from icechart.model.load import load_model
     from icechart.io.scene import open_scene
     from icechart.io.sigrid3 import rasterise_chart
     from icechart.products import sigrid3, write_products
@@ -94,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model, device="cpu")
     with open_scene(args.scene) as scene:
-        pred = predict_scene(scene, model)
-        paths = write_products(pred, scene, out, formats="netcdf,geotiff,shapefile,png,uncertainty")
+        pred = labels_prediction(scene, pred_for=predict_scene(scene, model)) if args.labels else predict_scene(scene, model)
+        paths = write_products(pred, scene, out, formats="netcdf,geotiff,shapefile,png,uncertainty,geopackage")
         shp = next(p for p in paths if p.suffix == ".shp")
         nc_path = next(p for p in paths if p.suffix == ".nc")
         cov = stats[-1]

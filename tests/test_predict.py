@@ -176,6 +176,9 @@ def test_predict_dataset_for_notebooks(tiny: dict) -> None:
         lat, lon = scene.latlon()
     assert np.abs(ds.lat.values - lat).max() < 1e-4 and np.abs(ds.lon.values - lon).max() < 1e-4
     assert ds.attrs["model_id"].startswith("ckpt-")
+    # the netCDF's time coordinate and footprint too
+    assert ds.time.values == np.datetime64(ds.attrs["time_coverage_start"][:19], "ns")
+    assert ds.attrs["geospatial_bounds"].startswith("POLYGON") and "NOT FOR NAVIGATION" in ds.attrs["comment"]
 
 
 def test_registry_default_model(tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -654,6 +654,30 @@ def test_geopackage_in_product_crs_and_lonlat_split_at_180(tmp_path: Path) -> No
     assert all("RuleRenderer" in r[2] for r in rows)
 
 
+def test_majority_filter_cleans_boundaries_and_keeps_interiors() -> None:
+    rng = np.random.default_rng(5)
+    a = np.full((40, 40), 511, np.int32)
+    a[:, 20:] = 922
+    noisy = a.copy()
+    flip = rng.random(a.shape) < 0.08
+    noisy[flip] = 733  # salt: isolated pixels of a third triple
+    inside = np.ones(a.shape, bool)
+    inside[:, :2] = False  # off the scene: never spreads in
+    noisy[~inside] = -1
+    out = sigrid3.majority_filter(noisy, inside)
+    assert ((out == 733) & inside).sum() < 0.1 * ((noisy == 733) & inside).sum()
+    np.testing.assert_array_equal(out[~inside], noisy[~inside])
+    assert (out[inside] == a[inside]).mean() > 0.98  # the two halves come back
+    # a straight boundary stays put; a block keeps its interior and loses only its corners
+    b = np.full((20, 20), 100, np.int32)
+    b[:, 12:] = 300
+    b[4:12, 3:9] = 200
+    got = sigrid3.majority_filter(b, np.ones(b.shape, bool))
+    np.testing.assert_array_equal(got[:, 11:], b[:, 11:])
+    np.testing.assert_array_equal(got[5:11, 4:8], b[5:11, 4:8])
+    assert (got != b).sum() == 4 and (got[[4, 4, 11, 11], [3, 8, 3, 8]] == 100).all()
+
+
 DUMMY_FORMAT = '''
 """A test format: the number of charted pixels per SOD class, as text."""
 import numpy as np

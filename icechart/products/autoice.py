@@ -190,22 +190,26 @@ def write_autoice(outdir: str | Path, model_id: str) -> Path | None:
 
 class AutoicePartSink:
     """``{id}_{model}_autoice.nc``: the scene's part of the AutoICE file, from the unmasked
-    decisions of the row blocks (a sink of :data:`icechart.products.REGISTRY`)."""
+    decisions of the row blocks (a sink of :data:`icechart.products.REGISTRY`).
+
+    Every netCDF-C/HDF5 call holds the HDF5 lock: the netCDF sink writes on a worker thread
+    at the same time, and HDF5 is not thread-safe (unlocked, the two crash the process)."""
 
     stage = "autoice"
 
     def __init__(self, ctx: Any) -> None:
-        from icechart.products.sinks import _hdf5_lock
+        from icechart.products.sinks import hdf5_lock
 
-        # The netCDF sink writes on a worker thread meanwhile: every netCDF-C/HDF5 call takes
-        # the one lock (HDF5 is not thread-safe; without it this close segfaulted, 1 run in 3).
-        self.lock = _hdf5_lock()
+        self.lock = hdf5_lock()
         self.dest = Path(ctx.outdir) / part_name(ctx.scene.scene_id, ctx.model_id)
+        tmp = ctx.temporary(self.dest)
         with self.lock:
-            self.part = ctx.stack.enter_context(PartWriter(
-                ctx.temporary(self.dest), scene_id=ctx.scene.scene_id, model_id=ctx.model_id,
-                shape=ctx.prediction.shape,
-            ))  # fmt: skip
+            self.part = PartWriter(tmp, scene_id=ctx.scene.scene_id, model_id=ctx.model_id, shape=ctx.prediction.shape)
+        ctx.stack.callback(self._abandon)
+
+    def _abandon(self) -> None:
+        with self.lock:
+            self.part.__exit__(None, None, None)
 
     def add(self, block: Any) -> None:
         if block.decision is None:

@@ -9,6 +9,7 @@ notebooks, not for batches.
 from __future__ import annotations
 
 import logging
+from datetime import timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -61,8 +62,13 @@ def prediction_dataset(prediction: "Prediction", scene: "Scene", *, command: str
         enc = {} if n == "status_flag" else {"_FillValue": FILL}
         data_vars[n] = xr.Variable(dims, a, va, encoding=enc)
     gattrs = product_attrs(prediction, scene, model_id=prediction.model_id, input_sha256=None, command=command)
-    return xr.Dataset(
+    gattrs.update(geo.footprint())
+    t = np.datetime64(prediction.time.astimezone(timezone.utc).replace(tzinfo=None), "ns")
+    tattrs = {k: v for k, v in attrs["time"].items() if k not in ("units", "calendar")}
+    ds = xr.Dataset(
         data_vars,
-        coords={"lat": (dims, lat, attrs["lat"]), "lon": (dims, lon, attrs["lon"])},
+        coords={"lat": (dims, lat, attrs["lat"]), "lon": (dims, lon, attrs["lon"]), "time": ((), t, tattrs)},
         attrs=gattrs,
     )
+    ds["time"].encoding.update(units=attrs["time"]["units"], calendar=attrs["time"]["calendar"])
+    return ds

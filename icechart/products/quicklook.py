@@ -1,4 +1,5 @@
-"""Quicklook PNGs: one per chart, WMO colours, legend, scene id, acquisition time, model id.
+"""Quicklook PNGs: one per chart, WMO colours, legend, scene id, acquisition time, model id,
+and the not-for-navigation statement.
 
 The image is the netCDF chart at SAR geometry sampled every ``step`` pixels (so the long side
 of the PNG stays under 2000 px), collected while the row blocks stream past; it is drawn
@@ -118,7 +119,8 @@ def write_quicklook(
         1 - 12 / fig_h,
         f"{_TITLES[chart]} - {scene_id}\n"
         f"acquired {acquired:%Y-%m-%d %H:%M:%S} UTC - model {model_id}\n"
-        f"SAR geometry (not north-up), " + (f"every {step} px of 80 m" if zoom == 1 else f"80 m px x{zoom}"),
+        f"SAR geometry (not north-up), " + (f"every {step} px of 80 m" if zoom == 1 else f"80 m px x{zoom}")
+        + "\nautomatic chart, not validated: NOT FOR NAVIGATION",
         va="top",
         ha="left",
         fontsize=12,

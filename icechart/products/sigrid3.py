@@ -4,10 +4,12 @@ The chart is drawn at the model's resolution (800 m), on a grid of that size in 
 (contract.md): the model-resolution classes are warped to that grid (nearest, through the
 per-pixel geolocation, :mod:`icechart.products.warp`), then
 
-1. **generalised**: regions of one (SIC, SOD, FLOE) class triple smaller than the generalisation
-   scale (``min_area``, default :data:`DEFAULT_MIN_AREA_KM2`) are merged into their largest
-   neighbour (:func:`sieve_regions`, growing thresholds), as an analyst draws a few large
-   polygons, not every speckle;
+1. **generalised**: boundaries are cleaned by a 3 x 3 majority filter (:func:`majority_filter`,
+   twice: a pixel takes the class triple that holds 5 of its 9 neighbours), then regions of one
+   (SIC, SOD, FLOE) class triple smaller than the generalisation scale (``min_area``, default
+   :data:`DEFAULT_MIN_AREA_KM2`) are merged into their largest neighbour (:func:`sieve_regions`,
+   growing thresholds), as an analyst draws a few large polygons with smooth outlines, not
+   every speckle;
 2. **given an egg code** from the pixels inside each generalised region (:func:`egg_code`): CT
    from the mean SIC, and up to three partial concentrations with their stages and floe forms
    (CA/SA/FA, CB/SB/FB, CC/SC/FC, thickest stage first, SIGRID-3 order) from the distribution of
@@ -247,6 +249,36 @@ def sieve_regions(regions: np.ndarray, mask: np.ndarray, size: int) -> np.ndarra
     return out
 
 
+MAJORITY_PASSES = 2
+"""Passes of the 3 x 3 majority filter before sieving (0: none)."""
+MAJORITY_MIN_SIEVE = 9
+"""The majority filter works at the scale of its 3 x 3 window: a generalisation scale under
+9 pixels asks for finer detail than it keeps, and goes without it."""
+
+
+def majority_filter(regions: np.ndarray, mask: np.ndarray, *, passes: int = MAJORITY_PASSES) -> np.ndarray:
+    """Boundary cleaning: every pixel inside ``mask`` takes the value held by at least 5 of the
+    9 pixels of its 3 x 3 neighbourhood, when there is one (the cartographer's majority filter).
+
+    A value held by 5 of 9 is the median of the 9 (it covers the middle of their sorted order),
+    so one partial sort per pass finds it. Pixels off ``mask`` never spread into it. Straight
+    boundaries stay where they are and interiors keep their values; specks and one-pixel
+    spurs go, and convex corners are rounded off.
+    """
+    out = regions.astype(np.int32)
+    h, w = out.shape
+    for _ in range(passes):
+        p = np.pad(np.where(mask, out, _OUTSIDE), 1, mode="constant", constant_values=_OUTSIDE)
+        stack = np.stack([p[i : i + h, j : j + w] for i in range(3) for j in range(3)])
+        med = np.partition(stack, 4, axis=0)[4]
+        count = (stack == med[None]).sum(axis=0)
+        change = mask & (count >= 5) & (med != _OUTSIDE) & (med != out)
+        if not change.any():
+            break
+        out = np.where(change, med, out)
+    return out
+
+
 def _components(a: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     """4-connected components of equal values inside ``mask``: labels 1..n (0 outside), their
     number, and each label's value (index 0 unused)."""
@@ -270,11 +302,16 @@ def generalise(
     """Egg-code regions: an int32 raster of indices into a list of SIGRID-3 attribute dicts.
 
     ``regions`` are the region codes on the chart grid; inside ``inside`` every pixel gets the
-    index of its generalised region's egg code (-1 outside). Adjacent regions whose egg codes
+    index of its generalised region's egg code (-1 outside). ``sieve`` (pixels) 0 or 1: no
+    generalisation at all; under :data:`MAJORITY_MIN_SIEVE`: sieving without the majority filter. Adjacent regions whose egg codes
     are equal share an index, so they become one polygon.
     """
     mask = inside.astype(np.uint8)
-    sieved = sieve_regions(regions, mask, int(sieve)) if sieve and sieve > 1 else regions.astype(np.int32)
+    if sieve and sieve > 1:
+        cleaned = majority_filter(regions, inside) if sieve >= MAJORITY_MIN_SIEVE else regions
+        sieved = sieve_regions(cleaned, mask, int(sieve))
+    else:
+        sieved = regions.astype(np.int32)
     comp, n, comp_code = _components(sieved, inside)
     out = np.full(regions.shape, -1, np.int32)
     if n == 0:

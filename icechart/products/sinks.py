@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _hdf5_lock() -> Any:
+def hdf5_lock() -> Any:
     """The lock xarray holds around every netCDF-C/HDF5 call (HDF5 is not thread-safe)."""
     try:
         from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK
@@ -68,7 +68,7 @@ class NetcdfSink:
             pred, scene, model_id=ctx.model_id, input_sha256=ctx.input_sha256, command=ctx.command,
             metadata=ctx.metadata,
         )  # fmt: skip
-        self.lock = _hdf5_lock()
+        self.lock = hdf5_lock()
         with self.lock:
             self.nc = ctx.stack.enter_context(NetcdfWriter(
                 ctx.temporary(self.dest), pred.shape, attrs, block_rows=ctx.block_rows,
