@@ -204,17 +204,18 @@ def main() -> None:  # pragma: no cover - console entry
     finally:
         _signals.quiet()
     signum = _signals.received()
-    if signum is not None:
-        # A signal arrived: its code wins, even if something on the way swallowed it or it came
-        # after the work was done.
-        code = 128 + signum
-        _signals.remove_temporaries()
+    if signum is None:
+        # A normal exit keeps Python's finalisation (torch.distributed, atexit hooks); a signal
+        # from now on is only recorded, so it can no longer print a traceback from there.
+        sys.exit(code)
+    # A signal arrived: its code wins, even if something on the way swallowed it, and the process
+    # leaves without finalisation, where half-imported native libraries (torch, HDF5, GDAL) or
+    # their threads could abort (a C++ terminate, exit 134).
+    _signals.remove_temporaries()
     try:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
     except Exception:
         pass
-    # Leave without interpreter finalisation: native libraries (torch, HDF5, GDAL) half
-    # imported or still running threads could abort there (a C++ terminate, exit 134).
-    os._exit(code)
+    os._exit(128 + signum)
