@@ -29,7 +29,12 @@ logger = logging.getLogger(__name__)
 TMP_PREFIX = ".tmp-"
 _TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-")
 _LIVE: set[Path] = set()
+_DEST: dict[Path, Path] = {}
 _ROOTS: list[Path] = []
+
+FULL_BYTES = 16 * 2**20
+"""A filesystem with less than this free is full for :func:`fault_error`: a writer library that
+fails there (netCDF's "HDF error", GDAL's write errors) ran out of space."""
 
 IO_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS)
 """errnos that are I/O faults (74) rather than "cannot create" (73)."""
@@ -39,24 +44,33 @@ def remove_temporaries() -> None:
     """Remove every temporary file still open in this process (signal handlers call this)."""
     for p in list(_LIVE):
         try:
-            if p.is_dir() and not p.is_symlink():
-                for q in p.iterdir():
-                    q.unlink(missing_ok=True)
-                p.rmdir()
-            else:
-                p.unlink(missing_ok=True)
+            _remove(p)
         except OSError:
             pass
         _LIVE.discard(p)
 
 
-def register_temporary(path: Path) -> None:
-    """Have :func:`remove_temporaries` remove ``path`` (a file or a flat directory) too."""
+def _remove(p: Path) -> None:
+    """Remove a temporary file, or a flat temporary directory and its files."""
+    if p.is_dir() and not p.is_symlink():
+        for q in p.iterdir():
+            q.unlink(missing_ok=True)
+        p.rmdir()
+    else:
+        p.unlink(missing_ok=True)
+
+
+def register_temporary(path: Path, dest: Path | None = None) -> None:
+    """Have :func:`remove_temporaries` remove ``path`` (a file or a flat directory) too;
+    ``dest`` is the product it becomes (named in a disk-full error)."""
     _LIVE.add(Path(path))
+    if dest is not None:
+        _DEST[Path(path)] = Path(dest)
 
 
 def forget_temporary(path: Path) -> None:
     _LIVE.discard(Path(path))
+    _DEST.pop(Path(path), None)
 
 
 def temp_prefix(stem: str = "") -> str:
@@ -91,18 +105,62 @@ def remove_stale_temporaries(directory: str | Path) -> list[str]:
         if not m or _alive(int(m.group(1))):
             continue
         try:
-            if p.is_dir() and not p.is_symlink():
-                for q in p.iterdir():
-                    q.unlink(missing_ok=True)
-                p.rmdir()
-            else:
-                p.unlink(missing_ok=True)
+            _remove(p)
             removed.append(p.name)
         except OSError as exc:
             logger.warning("%s: cannot remove a stale temporary file (%s)", p, exc.strerror or exc)
     if removed:
         logger.info("%s: removed %d temporary file(s) of runs that died", d, len(removed))
     return removed
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _being_written(directory: Path) -> Path | None:
+    """The destination of the temporary file in ``directory`` written last (by mtime): the
+    one whose writer failed when several products are open at once."""
+    best: tuple[int, Path] | None = None
+    for tmp in list(_LIVE):
+        try:
+            if tmp.parent.resolve() != directory.resolve():
+                continue
+            if tmp.is_dir():  # its own mtime changes when its writer creates or removes files
+                m = max([tmp.stat().st_mtime_ns] + [q.stat().st_mtime_ns for q in tmp.iterdir()])
+                if best is None or m > best[0]:
+                    best = (m, _DEST.get(tmp, tmp))
+            else:
+                m = tmp.stat().st_mtime_ns
+                if best is None or m > best[0]:
+                    best = (m, _DEST.get(tmp, tmp))
+        except OSError:
+            continue
+    return best[1] if best else None
+
+
+def fault_error(exc: BaseException, dest: str | Path) -> Exception | None:
+    """An :class:`OutputIOError` (74) for a writer library's error (not an OSError: netCDF4's
+    "HDF error", rasterio/GDAL and pyogrio write errors) raised while the filesystem of
+    ``dest`` is full (:data:`FULL_BYTES`), naming the product being written; None otherwise."""
+    if isinstance(exc, OSError):
+        return os_error(exc, dest) if exc.errno in IO_ERRNOS else None
+    if isinstance(exc, (MemoryError, SystemExit, KeyboardInterrupt)) or type(exc).__module__.startswith("icechart"):
+        return None
+    d = Path(dest).parent
+    free = _free_bytes(d)
+    if free is None or free >= FULL_BYTES:
+        return None
+    target = _being_written(d) or Path(dest)
+    from icechart.errors import first_line
+
+    return OutputIOError(
+        f"{target}: I/O error while writing (disk full: {free // 1024} KiB free; {first_line(exc, 120)})"
+    )
 
 
 def os_error(exc: OSError, path: Path | str) -> OSError | Exception:
@@ -162,6 +220,7 @@ def atomic_path(dest: str | Path, *, suffix: str | None = None) -> Iterator[Path
         raise os_error(exc, dest) from exc
     tmp = Path(name)
     _LIVE.add(tmp)
+    _DEST[tmp] = dest
     try:
         yield tmp
         # mkstemp creates 0600; products are for other users and systems: honour the umask.
@@ -171,8 +230,15 @@ def atomic_path(dest: str | Path, *, suffix: str | None = None) -> Iterator[Path
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise os_error(exc, dest) from exc
+    except Exception as exc:
+        fault = fault_error(exc, dest)  # before the temporaries go: they filled the disk
+        tmp.unlink(missing_ok=True)
+        if fault is not None:
+            raise fault from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     finally:
         _LIVE.discard(tmp)
+        _DEST.pop(tmp, None)

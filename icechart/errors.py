@@ -89,3 +89,54 @@ class ConfigError(IcechartError):
 
 class DataWarning(UserWarning):
     """Suspicious but usable data (e.g. most of the SAR invalid)."""
+
+
+def native_stderr(logger_name: str = "icechart.native"):  # type: ignore[no-untyped-def]
+    """Context manager: what C libraries print on file descriptor 2 inside the block (libtiff's
+    "_tiffSeekProc: No space left on device.", which bypasses GDAL's error handler) becomes
+    DEBUG log records instead of raw lines between icechart's own; icechart's own lines written
+    meanwhile are passed through. The capture lives in memory (``memfd``), never on the disk
+    that may be full. A no-op where ``os.memfd_create`` is missing."""
+    import contextlib
+    import logging
+    import os
+    import sys
+
+    @contextlib.contextmanager
+    def _capture():  # type: ignore[no-untyped-def]
+        if not hasattr(os, "memfd_create"):
+            yield
+            return
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            mem = os.memfd_create("icechart-stderr")
+        except (OSError, ValueError, AttributeError):
+            yield
+            return
+        os.dup2(mem, 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.lseek(mem, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(mem, 1 << 16):
+                chunks.append(chunk)
+            os.close(mem)
+            log = logging.getLogger(logger_name)
+            for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
+                if line.startswith("icechart: "):
+                    try:
+                        sys.stderr.write(line + "\n")
+                    except (OSError, ValueError):
+                        pass
+                elif line.strip():
+                    log.debug("native library: %s", line)
+
+    return _capture()

@@ -75,7 +75,7 @@ def _wait_for(path: Path, proc: subprocess.Popen) -> None:
     raise AssertionError("runner never reached the write")
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
 def test_signal_mid_write_leaves_nothing_partial(scene, tmp_path, sig, code):
     out, ready = tmp_path / "out", tmp_path / "ready"
     proc = _start(scene, out, ready, stall=True)

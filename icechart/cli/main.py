@@ -33,6 +33,7 @@ EXIT_CODES = {
     130: "interrupted (SIGINT)",
     143: "terminated (SIGTERM)",
 }
+LIBRARY_LOGGERS = ("rasterio", "fiona", "pyogrio", "netCDF4", "h5py", "PIL", "matplotlib", "pyproj", "shapely")
 EXIT_EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {k:>3}  {v}" for k, v in EXIT_CODES.items())
 
 
@@ -67,6 +68,16 @@ def configure_logging(verbosity: int, *, log_file: str | None = None, fmt: str =
     for h in handlers:
         h.setFormatter(formatter)
         root.addHandler(h)
+    # GDAL (rasterio, fiona, pyogrio), netCDF and imaging libraries log their own errors; Python's
+    # last-resort handler would print them raw on stderr. They go through our handlers, and
+    # only with -v: the failure itself reaches the user as the one-line error of its exit code.
+    for name in LIBRARY_LOGGERS:
+        lib = logging.getLogger(name)
+        lib.handlers.clear()
+        lib.propagate = False
+        lib.setLevel(level if verbosity > 0 else logging.CRITICAL + 1)
+        for h in handlers:
+            lib.addHandler(h)
 
 
 def _version_message() -> str:
@@ -182,17 +193,24 @@ _register()
 
 def main() -> None:  # pragma: no cover - console entry
     _signals.install()
+    code: int = 0
     try:
-        cli(prog_name="icechart")
-        code: int = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        try:
+            cli(prog_name="icechart")
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except SystemExit as exc:  # a signal while leaving the command
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        _signals.quiet()
     signum = _signals.received()
     if signum is None:
+        # A normal exit keeps Python's finalisation (torch.distributed, atexit hooks); a signal
+        # from now on is only recorded, so it can no longer print a traceback from there.
         sys.exit(code)
-    # A signal arrived: its code wins, even if something on the way swallowed it, and the
-    # process leaves without running native finalisers of half-imported libraries.
-    code = 128 + signum
+    # A signal arrived: its code wins, even if something on the way swallowed it, and the process
+    # leaves without finalisation, where half-imported native libraries (torch, HDF5, GDAL) or
+    # their threads could abort (a C++ terminate, exit 134).
     _signals.remove_temporaries()
     try:
         logging.shutdown()
@@ -200,4 +218,4 @@ def main() -> None:  # pragma: no cover - console entry
         sys.stderr.flush()
     except Exception:
         pass
-    os._exit(code)
+    os._exit(128 + signum)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from icechart.classes import CHARTS, FILL, SIC_PERCENT_PER_CLASS, sic_from_percent
+from icechart.classes import CHARTS, FILL, N_CLASSES, SIC_PERCENT_PER_CLASS, sic_from_percent
 from icechart.errors import BadDataError, InputMissingError
 from icechart.io import contract as C
 from icechart.paths import unique_paths
@@ -82,7 +82,9 @@ class ChartSource:
         Raises
         ------
         BadDataError
-            A percent chart holds a value that is neither a multiple of 10 in 0..100 nor 255.
+            A percent chart holds a value that is neither a multiple of 10 in 0..100 nor 255, or
+            a class chart a value outside its class table (:data:`icechart.classes.N_CLASSES`)
+            and not 255: e.g. a percent SIC without ``units "%"``, or SOD = 17.
         """
         if self.arrays is not None:
             return self.arrays[chart][rows]
@@ -100,6 +102,16 @@ class ChartSource:
                     f"{int(a[bad][0])}, not a multiple of 10 in 0..100"
                 )
             a = sic_from_percent(a)
+        else:
+            n = N_CLASSES[chart]
+            bad = (a != FILL) & ((a < 0) | (a >= n))
+            if bad.any():
+                v = int(np.asarray(a)[bad].flat[0])
+                hint = ' (percent without `units "%"`?)' if chart == "SIC" and v <= 100 else ""
+                raise BadDataError(
+                    f"{self.path}: {self.variables[chart]} holds {v}, not a class 0..{n - 1} of the "
+                    f"{chart} table nor {FILL}{hint}; refusing to score it"
+                )
         return a
 
     def read_confidence(self, chart: str, rows: slice) -> np.ndarray:

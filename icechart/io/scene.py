@@ -82,7 +82,10 @@ class Scene:
     def sar(self, name: str, window: Window | None = None) -> np.ndarray:
         """A full-resolution input as float32 with invalid pixels (NaN or fill) set to NaN."""
         a = self.read(name, window).astype(np.float32, copy=False)
-        fills = _fill_values(self.ds[name].attrs, self.sar_fill)
+        try:
+            fills = _fill_values(self.ds[name].attrs, self.sar_fill)
+        except BadDataError as exc:
+            raise BadDataError(f"{self.path}: variable `{name}`: {exc.message}") from None
         if fills:
             a = np.where(np.isin(a, fills), np.float32(np.nan), a)
         return a
@@ -156,7 +159,10 @@ class Scene:
     def coarse(self, name: str) -> np.ndarray:
         """An AMSR2/ERA5 variable on the 2 km grid, float32, fills as NaN."""
         a = np.asarray(self.ds[name].values).astype(np.float32, copy=False)
-        fills = _fill_values(self.ds[name].attrs, None)
+        try:
+            fills = _fill_values(self.ds[name].attrs, None)
+        except BadDataError as exc:
+            raise BadDataError(f"{self.path}: variable `{name}`: {exc.message}") from None
         if fills:
             a = np.where(np.isin(a, fills), np.float32(np.nan), a)
         return a
@@ -218,8 +224,14 @@ def _fill_values(attrs: dict[str, Any], configured: float | None) -> list[float]
     fills = []
     for key in ("variable_fill_value", "_FillValue", "missing_value"):
         v = attrs.get(key)
-        if v is not None and np.isfinite(np.asarray(v, dtype=np.float64)).all():
-            fills.extend(np.atleast_1d(np.asarray(v, dtype=np.float64)).tolist())
+        if v is None:
+            continue
+        try:
+            a = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise BadDataError(f"fill attribute `{key}` = {v!r} is not a number") from None
+        if np.isfinite(a).all():
+            fills.extend(np.atleast_1d(a).tolist())
     if configured is not None:
         fills.append(float(configured))
     return fills
@@ -384,11 +396,15 @@ def _validate(
             "attribute or the file name)"
         )
     service = str(ds.attrs.get("ice_service") or scene_id.split("_", 1)[1])
+    try:
+        acquired = C.time_from_scene_id(scene_id)
+    except ValueError:
+        raise BadDataError(f"{path}: scene id {scene_id} holds an impossible date or time") from None
     scene = Scene(
         path=path,
         ds=ds,
         scene_id=scene_id,
-        time=C.time_from_scene_id(scene_id),
+        time=acquired,
         service=service,
         sar_fill=sar_fill,
     )

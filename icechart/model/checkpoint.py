@@ -205,9 +205,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not path.is_file():
         raise ModelError(f"{path}: no such weights file")
     if path.suffix == ".pt":
+        import pickle
+
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
             state, meta = obj["model"], json.loads(obj["meta"])
+        except pickle.UnpicklingError:
+            raise ModelError(
+                f"{path}: not a weights-only checkpoint (it holds pickled objects, which could run "
+                "code); refusing to load it"
+            ) from None
         except Exception as exc:
             raise ModelError(f"{path}: corrupt or unreadable checkpoint ({first_line(exc, 160)})") from exc
         return state, meta

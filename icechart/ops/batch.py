@@ -2,11 +2,12 @@
 
 :func:`run_batch` calls a per-scene function (``process(path) -> product files`` or a
 :class:`SceneOutput`) for each input in order, skips scenes whose manifest matches this run,
-refuses to replace a different product without ``overwrite`` (73), writes each scene's
-manifest last, removes the files of a failed attempt, and logs one summary line per
-scene on stderr (scene id, status, seconds, device, peak memory, input file). A failure in one
-scene never stops the others; the batch's exit code is the code of the first failing scene in
-input order (contract.md "Exit codes").
+refuses to replace a different product without ``overwrite`` (73), makes a scene again whose
+products are missing or damaged, writes each scene's manifest last, removes the files of a
+failed attempt (putting a replaced set back), skips scenes another live run has claimed, and
+logs one summary line per scene on stderr (scene id, status, seconds, device, peak memory,
+input file). A failure in one scene never stops the others; the batch's exit code is the code
+of the first failing scene in input order (contract.md "Exit codes").
 """
 
 from __future__ import annotations
@@ -438,9 +439,13 @@ def _run_one(
         res.peak_rss_mib = _peak_rss_mib()
         return res
     res.scene_id = scene_id
-    if scene_id is None:
+
+    def attempt() -> SceneResult:
         return _attempt(path, process, res, ident, out=out, model_id=model_id, model_sha256=model_sha256,
                         options=options, overwrite=overwrite, strict=strict, seen_ids=seen_ids, verify=verify)
+
+    if scene_id is None:
+        return attempt()
     with claim(out, f"{scene_id}_{model_id}") as mine:
         if not mine:
             res.status = "skipped"
@@ -449,8 +454,7 @@ def _run_one(
             res.peak_rss_mib = _peak_rss_mib()
             seen_ids.setdefault(scene_id, path)
             return res
-        return _attempt(path, process, res, ident, out=out, model_id=model_id, model_sha256=model_sha256,
-                        options=options, overwrite=overwrite, strict=strict, seen_ids=seen_ids, verify=verify)
+        return attempt()
 
 
 def _attempt(

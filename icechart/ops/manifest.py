@@ -144,7 +144,28 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         logger.warning("%s: unreadable manifest (%s); the scene counts as incomplete", path, exc)
         return None
-    return data if isinstance(data, dict) else None
+    problem = _malformed(data)
+    if problem:
+        logger.warning("%s: malformed manifest (%s); the scene counts as incomplete", path, problem)
+        return None
+    return data
+
+
+_FIELD_TYPES: dict[str, type] = {"model": dict, "options": dict, "inputs": list, "files": list}
+
+
+def _malformed(data: Any) -> str | None:
+    """What is wrong with a manifest's structure (a hand-edited or foreign file), or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for key, tp in _FIELD_TYPES.items():
+        if not isinstance(data.get(key), tp):
+            return f"`{key}` is not a {'record' if tp is dict else 'list'}"
+    if not all(isinstance(r, dict) for r in data["inputs"] + data["files"]):
+        return "an input or file entry is not a record"
+    if not isinstance(data.get("scene_id"), str):
+        return "`scene_id` is not a string"
+    return None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -229,9 +250,21 @@ def damage(manifest: dict[str, Any], *, verify: bool = False) -> str | None:
         if "mtime_ns" in rec and st.st_mtime_ns != rec["mtime_ns"]:
             if not verify and sha256_file(f) != rec.get("sha256"):
                 return f"product file {f.name} changed (sha256 differs)"
-        if verify and sha256_file(f) != rec.get("sha256"):
+        if verify and _sha256_read(f) != rec.get("sha256"):
             return f"product file {f.name} is corrupt (sha256 differs)"
     return None
+
+
+def _sha256_read(path: Path) -> str:
+    """sha256 of the bytes on disk now: never the remembered digest of
+    :func:`icechart.hashing.sha256_file`, which a corruption that kept size and mtime fools."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_for_compare(path: Path) -> dict[str, Any] | None:

@@ -85,6 +85,21 @@ def install() -> None:
         signal.signal(sig, _handler)
 
 
+def _record(signum: int, _frame: FrameType | None) -> None:
+    if _state["signum"] is None:
+        _state["signum"] = signum
+
+
+def quiet() -> None:
+    """From now on a handled signal is only recorded (:func:`received`), never raised: for the
+    last steps of the command line, after the work is done, where an exception would only
+    print a traceback from interpreter finalisation and leave the exit status 0."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in HANDLED:
+        signal.signal(sig, _record)
+
+
 @contextmanager
 def handle_signals() -> Iterator[None]:
     """Install the SIGINT/SIGTERM/SIGHUP handler for the ``with`` block (main thread only).

@@ -14,12 +14,15 @@ category names and a raster attribute table, and a QGIS style ``.qml`` (:mod:`.s
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from icechart.classes import CLASS_NAMES, COLOURS, FILL
+from icechart.errors import native_stderr
 from icechart.products.styles import LAND_RGB, LAND_VALUE, stored_value
 
 logger = logging.getLogger(__name__)
@@ -74,6 +77,28 @@ def _finish(dst: Any, tags: dict[str, str] | None) -> None:
     dst.update_tags(**(tags or {}), disclaimer=NOT_FOR_NAVIGATION)
 
 
+@contextmanager
+def _cog(path: Path, profile: dict[str, Any]) -> Iterator[Any]:
+    """Open a COG for writing in memory; on leaving, its bytes go to ``path`` with a plain file
+    write.
+
+    GDAL's COG driver builds the overviews in a ``.ovr.tmp`` file beside the destination, and
+    on a full disk it crashed (SIGSEGV) or left a truncated file without an error, libtiff only
+    printing "No space left on device" (found on a tiny tmpfs, issue 16). In memory nothing of
+    that can happen, and the one write to disk raises ENOSPC like any other (74). A chart COG
+    is a few MB at most.
+    """
+    import rasterio
+    from rasterio.io import MemoryFile
+
+    with native_stderr(), rasterio.Env(GDAL_PAM_ENABLED="NO"), MemoryFile(ext=".tif") as mem:
+        with mem.open(**profile) as dst:  # the .aux.xml is written by write_sidecars
+            yield dst
+        data = mem.read()
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
 def write_geotiff(
     path: Path,
     data: np.ndarray,
@@ -98,25 +123,20 @@ def write_geotiff(
     tags
         Extra dataset tags (model id, scene id, ...).
     """
-    import rasterio
     from rasterio.enums import ColorInterp
 
-    profile = _profile(data, grid, overviews=overviews)
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # the .aux.xml is written by write_sidecars
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data, 1)
-            dst.write_colormap(1, colormap(chart))
-            dst.colorinterp = [ColorInterp.palette]
-            dst.set_band_description(1, _description(chart))
-            values = ", ".join(
-                f"{stored_value(chart, k)}={name}" for k, name in enumerate(CLASS_NAMES[chart])
-            )
-            dst.update_tags(
-                1,
-                units="%" if chart == "SIC" else "class",
-                values=values + f", {LAND_VALUE}=land, {FILL}=no data",
-            )
-            _finish(dst, tags)
+    with _cog(path, _profile(data, grid, overviews=overviews)) as dst:
+        dst.write(data, 1)
+        dst.write_colormap(1, colormap(chart))
+        dst.colorinterp = [ColorInterp.palette]
+        dst.set_band_description(1, _description(chart))
+        values = ", ".join(f"{stored_value(chart, k)}={name}" for k, name in enumerate(CLASS_NAMES[chart]))
+        dst.update_tags(
+            1,
+            units="%" if chart == "SIC" else "class",
+            values=values + f", {LAND_VALUE}=land, {FILL}=no data",
+        )
+        _finish(dst, tags)
 
 
 SIDECARS = (".tif.aux.xml", ".qml")
@@ -169,12 +189,9 @@ def write_layer_geotiff(
     Same grid, tiling, compression and overviews as :func:`write_geotiff`, no colour table
     (continuous values); the band description and ``units`` tag name the layer.
     """
-    import rasterio
-
     profile = _profile(data, grid, overviews=overviews, predictor="yes")  # continuous: differencing
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml sidecar
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data, 1)
-            dst.set_band_description(1, LAYER_DESCRIPTIONS.get(name, name))
-            dst.update_tags(1, units="%", layer=name, values=f"0..100=percent, {LAND_VALUE}=land, {FILL}=no data")
-            _finish(dst, tags)
+    with _cog(path, profile) as dst:
+        dst.write(data, 1)
+        dst.set_band_description(1, LAYER_DESCRIPTIONS.get(name, name))
+        dst.update_tags(1, units="%", layer=name, values=f"0..100=percent, {LAND_VALUE}=land, {FILL}=no data")
+        _finish(dst, tags)

@@ -276,16 +276,23 @@ class _ChartSink:
         ctx = self.ctx
         polys = chart_polygons(ctx, self.lowres)
         tmpdir = Path(tempfile.mkdtemp(prefix=temp_prefix("shp"), dir=ctx.outdir))
-        register_temporary(tmpdir)  # a signal removes it too
+        first = ctx.outdir / f"{ctx.stem}_sigrid3{self.suffixes[0]}"
+        register_temporary(tmpdir, first)  # a signal removes it too
         ctx.stack.callback(forget_temporary, tmpdir)
         ctx.stack.callback(shutil.rmtree, tmpdir, True)
-        first = ctx.outdir / f"{ctx.stem}_sigrid3{self.suffixes[0]}"
         try:
             self.write(tmpdir / first.name, polys)
         except OSError as exc:
             from icechart.atomic import os_error
 
             raise os_error(exc, first) from exc
+        except Exception as exc:  # GDAL's write errors on a full disk: 74 naming the chart file
+            from icechart.atomic import fault_error
+
+            fault = fault_error(exc, first)
+            if fault is not None:
+                raise fault from exc
+            raise
         written = []
         for ext in self.suffixes:
             dest = ctx.outdir / f"{ctx.stem}_sigrid3{ext}"
