@@ -88,6 +88,21 @@ def test_mismatch_refused_naming_member(data: dict, tmp_path: Path) -> None:
         load_ensemble(tmp_path)
 
 
+def test_member_paths_stay_inside_the_ensemble_directory(tmp_path: Path) -> None:
+    """A relative member that climbs out of the manifest's directory is refused (69); an
+    absolute path, named on purpose, is allowed."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    save_member(outside / "x.safetensors", seed=1)
+    (tmp_path / "ens").mkdir()
+    save_member(tmp_path / "ens" / "one.safetensors", seed=2)
+    write_manifest(tmp_path / "ens" / "ensemble.toml", ["one.safetensors", "../elsewhere/x.safetensors"])
+    with pytest.raises(ModelError, match="points outside the ensemble directory"):
+        load_ensemble(tmp_path / "ens")
+    write_manifest(tmp_path / "ens" / "ensemble.toml", ["one.safetensors", str(outside / "x.safetensors")])
+    assert len(load_ensemble(tmp_path / "ens").members) == 2
+
+
 def test_tta_is_flip_equivariant(data: dict) -> None:
     model = load_checkpoint(data["dir"] / "a.safetensors")
     x = np.random.default_rng(0).normal(size=(len(CHANNELS), 32, 32)).astype(np.float32)

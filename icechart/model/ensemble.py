@@ -205,6 +205,22 @@ def ensemble_sha256(member_sha256: Sequence[str], calibration: Mapping[str, Any]
     return h.hexdigest()
 
 
+def _member_path(mf: Path, name: str) -> Path:
+    """A member's checkpoint: an absolute path as given (the operator named it), a relative one
+    only inside the manifest's directory (a ``..`` that leaves it is refused, 69)."""
+    rel = Path(name)
+    if "\0" in name or not name.strip():
+        raise ModelError(f"{mf}: member {name!r} is not a file name")
+    if rel.is_absolute():
+        return rel
+    if not (mf.parent / rel).resolve().is_relative_to(mf.parent.resolve()):
+        raise ModelError(
+            f"{mf}: member {name!r} points outside the ensemble directory; "
+            "give an absolute path to use a checkpoint kept elsewhere"
+        )
+    return mf.parent / rel
+
+
 def load_ensemble(path: str | Path, *, device: Any = "cpu") -> EnsembleModel:
     """Load every member of an ensemble manifest (or of the directory holding one).
 
@@ -232,7 +248,7 @@ def load_ensemble(path: str | Path, *, device: Any = "cpu") -> EnsembleModel:
     names = list(ens["members"])
     members = []
     for name in names:
-        mp = (mf.parent / name) if not Path(name).is_absolute() else Path(name)
+        mp = _member_path(mf, name)
         if manifest_file(mp) is not None:
             raise ModelError(f"{mf}: member {name} is itself an ensemble; list its members instead")
         if not mp.exists():
