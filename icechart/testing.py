@@ -48,3 +48,14 @@ def random_checkpoint(
     }
     save_checkpoint(path, net, meta)
     return Path(path)
+
+
+def labelled_scenes(directory: str | Path, *, shape: tuple[int, int], seed: int, n: int = 3) -> Path:
+    """Write ``n`` labelled synthetic scenes (seeds ``seed``, ``seed + 1``, ...) named
+    ``2021031{k}T101010_dmi_prep.nc`` into ``directory``: the training data of the tests."""
+    from icechart.synth import make_scene, write_scene
+
+    d = Path(directory)
+    for k in range(n):
+        write_scene(make_scene(shape, seed=seed + k), d / f"2021031{k}T101010_dmi_prep.nc")
+    return d

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from icechart.cli.main import cli
-from icechart.synth import make_scene, write_scene
+from icechart.testing import labelled_scenes
 
 pytestmark = [
     pytest.mark.cuda,
@@ -25,10 +25,7 @@ TINY = Path(__file__).parent / "conf" / "train_tiny.toml"
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("cuda_scenes")
-    for k in range(3):
-        write_scene(make_scene((200, 180), seed=500 + k), d / f"2021031{k}T101010_dmi_prep.nc")
-    return d
+    return labelled_scenes(tmp_path_factory.mktemp("cuda_scenes"), shape=(200, 180), seed=500)
 
 
 def _train(*args: str) -> tuple[int, str]:

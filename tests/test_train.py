@@ -15,6 +15,7 @@ from icechart.classes import FILL
 from icechart.cli.main import cli
 from icechart.model.checkpoint import load_checkpoint
 from icechart.synth import make_scene, write_scene
+from icechart.testing import labelled_scenes
 from icechart.train import load_train_config, preset_names
 from icechart.training.augment import AugmentSpec, augment_batch
 from icechart.training.loss import multitask_loss
@@ -24,11 +25,7 @@ TINY = Path(__file__).parent / "conf" / "train_tiny.toml"
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("scenes")
-    for k in range(3):
-        ds = make_scene((90, 80), seed=100 + k)
-        write_scene(ds, d / f"2021031{k}T101010_dmi_prep.nc")
-    return d
+    return labelled_scenes(tmp_path_factory.mktemp("scenes"), shape=(90, 80), seed=100)
 
 
 def _run(*args: str) -> tuple[int, str]:

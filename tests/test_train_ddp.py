@@ -17,17 +17,14 @@ import torch
 from click.testing import CliRunner
 
 from icechart.cli.main import cli
-from icechart.synth import make_scene, write_scene
+from icechart.testing import labelled_scenes
 
 TINY = Path(__file__).parent / "conf" / "train_tiny.toml"
 
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("ddp_scenes")
-    for k in range(3):
-        write_scene(make_scene((90, 80), seed=300 + k), d / f"2021031{k}T101010_dmi_prep.nc")
-    return d
+    return labelled_scenes(tmp_path_factory.mktemp("ddp_scenes"), shape=(90, 80), seed=300)
 
 
 def _torchrun(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
