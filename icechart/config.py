@@ -127,7 +127,7 @@ def user_config_path() -> Path:
 
 
 def find_config_file(explicit: str | Path | None) -> Path | None:
-    """The configuration file to use: ``explicit`` (``--config`` or ``ICECHART_CONFIG``, which
+    """The configuration file to use: ``explicit`` (``--defaults`` or ``ICECHART_CONFIG``, which
     must exist: 66 otherwise), else the user's file when it exists, else None."""
     if explicit:
         path = Path(explicit)

@@ -80,7 +80,7 @@ def _group_sections() -> str:
             ".TP",
             "\\fB~/.config/icechart/icechart.toml\\fP",
             _esc("The per-user configuration file (platformdirs; `icechart config path` prints "
-                 "it), used when neither --config nor ICECHART_CONFIG is given."),
+                 "it), used when neither --defaults nor ICECHART_CONFIG is given."),
         ]
     )
 

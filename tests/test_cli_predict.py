@@ -214,7 +214,7 @@ def test_producer_attributes_and_min_area_from_the_config(data: dict, tmp_path: 
     )
     out = tmp_path / "out"
     scene = str(data["scenes"][0])
-    r = _invoke("--config", str(cfg), "predict", scene, "-o", str(out), "--model", str(data["model"]),
+    r = _invoke("--defaults", str(cfg), "predict", scene, "-o", str(out), "--model", str(data["model"]),
                 "--formats", "netcdf,shapefile")  # fmt: skip
     assert r.exit_code == 0, r.output
     (nc_path,) = out.glob("*.nc")
@@ -224,6 +224,6 @@ def test_producer_attributes_and_min_area_from_the_config(data: dict, tmp_path: 
     (manifest,) = out.glob("*.manifest.json")
     opts = json.loads(manifest.read_text())["options"]
     assert opts["sieve"] == 8 and opts["metadata"]["institution"] == "Example Ice Service"  # 5 km² at 800 m
-    r = _invoke("--config", str(cfg), "predict", scene, "-o", str(out), "--model", str(data["model"]),
+    r = _invoke("--defaults", str(cfg), "predict", scene, "-o", str(out), "--model", str(data["model"]),
                 "--formats", "netcdf,shapefile", "--institution", "Other")  # fmt: skip
     assert r.exit_code == 73 and "--overwrite" in r.output

@@ -49,7 +49,7 @@ def test_show_defaults_without_file():
 def test_precedence_flag_env_file_default(tmp_path):
     cfg = write(tmp_path, '[score]\nrange_codes = "low"\ncsv = "a.csv"\nplots = "p/"\n')
     env = {"ICECHART_SCORE_CSV": "b.csv", "ICECHART_SCORE_PLOTS": "q/"}
-    r = invoke(["--config", str(cfg), "config", "show", "score", "--", "--plots", "r/"], env=env)
+    r = invoke(["--defaults", str(cfg), "config", "show", "score", "--", "--plots", "r/"], env=env)
     assert r.exit_code == 0, r.output
     assert line(r.output, "range_codes") == f'range_codes = "low"  # file {cfg}'
     assert line(r.output, "csv") == 'csv         = "b.csv"  # env ICECHART_SCORE_CSV'
@@ -73,7 +73,7 @@ def test_icechart_config_variable_and_user_file(tmp_path):
 
 def test_file_defaults_reach_the_command_help(tmp_path):
     cfg = write(tmp_path, '[score]\nrange_codes = "high"\n')
-    r = invoke(["--config", str(cfg), "score", "--help"])
+    r = invoke(["--defaults", str(cfg), "score", "--help"])
     assert r.exit_code == 0 and "default: high" in r.output
 
 
@@ -89,7 +89,7 @@ def test_file_defaults_reach_the_command_help(tmp_path):
 )
 def test_bad_file_is_78(tmp_path, text, message):
     cfg = write(tmp_path, text)
-    r = invoke(["--config", str(cfg), "config", "show"])
+    r = invoke(["--defaults", str(cfg), "config", "show"])
     assert r.exit_code == 78
     assert message in r.output and str(cfg) in r.output
     assert len(r.output.strip().splitlines()) == 1
@@ -103,7 +103,7 @@ def test_bad_environment_is_78():
 
 
 def test_missing_config_file_is_66(tmp_path):
-    r = invoke(["--config", str(tmp_path / "nope.toml"), "config", "show"])
+    r = invoke(["--defaults", str(tmp_path / "nope.toml"), "config", "show"])
     assert r.exit_code == 66 and "no such configuration file" in r.output
 
 
@@ -153,7 +153,7 @@ def test_apply_config_errors_are_typed(tmp_path):
 
 def test_example_config_is_valid():
     example = Path(__file__).resolve().parents[1] / "examples" / "icechart.toml"
-    r = invoke(["--config", str(example), "config", "show"])
+    r = invoke(["--defaults", str(example), "config", "show"])
     assert r.exit_code == 0, r.output
     assert f"# file {example}" in r.output
 
@@ -171,7 +171,7 @@ def test_predict_section_covers_every_option_and_round_trips(tmp_path):
     # comes from the file.
     body = "\n".join(ln.split("  #")[0] for ln in r.output.splitlines() if ln and not ln.startswith("#"))
     cfg = write(tmp_path, body)
-    r = invoke(["--config", str(cfg), "config", "show", "predict"])
+    r = invoke(["--defaults", str(cfg), "config", "show", "predict"])
     assert r.exit_code == 0, r.output
     for key in ("formats", "crs", "lock", "lock_wait", "strict", "device"):
         assert line(r.output, key).endswith(f"# file {cfg}"), line(r.output, key)
@@ -181,7 +181,7 @@ def test_predict_section_covers_every_option_and_round_trips(tmp_path):
 def test_predict_precedence_flag_env_file_default(tmp_path):
     cfg = write(tmp_path, '[predict]\nlock_wait = 5\nformats = ["netcdf"]\nstrict = true\nlock = "/a.lock"\n')
     env = {"ICECHART_PREDICT_LOCK_WAIT": "7", "ICECHART_PREDICT_FORMATS": "netcdf,png"}
-    r = invoke(["--config", str(cfg), "config", "show", "predict", "--", "--lock", "/b.lock"], env=env)
+    r = invoke(["--defaults", str(cfg), "config", "show", "predict", "--", "--lock", "/b.lock"], env=env)
     assert r.exit_code == 0, r.output
     assert line(r.output, "lock").startswith('lock') and line(r.output, "lock").endswith("# flag")
     assert '"/b.lock"' in line(r.output, "lock")
@@ -201,7 +201,7 @@ def test_predict_precedence_flag_env_file_default(tmp_path):
 )
 def test_bad_predict_keys_are_78(tmp_path, text, message):
     cfg = write(tmp_path, text)
-    r = invoke(["--config", str(cfg), "config", "show", "predict"])
+    r = invoke(["--defaults", str(cfg), "config", "show", "predict"])
     assert r.exit_code == 78
     assert message in r.output and str(cfg) in r.output
 

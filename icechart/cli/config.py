@@ -33,14 +33,14 @@ def config() -> None:
 
     One optional TOML file with [predict], [score] and [train] tables sets option defaults;
     its keys are the long option names (--lock-wait -> lock_wait). The file is the group's
-    --config FILE, else $ICECHART_CONFIG, else the per-user file (icechart config path).
+    --defaults FILE, else $ICECHART_CONFIG, else the per-user file (icechart config path).
     Precedence: flag > environment (ICECHART_<COMMAND>_<OPTION>, e.g.
     ICECHART_PREDICT_DEVICE=cpu) > file > default. Unknown keys are exit 78.
 
     \b
     Examples:
       icechart config show
-      icechart --config ops.toml config show predict
+      icechart --defaults ops.toml config show predict
       ICECHART_PREDICT_DEVICE=cpu icechart config show predict -- --overwrite
     """
 

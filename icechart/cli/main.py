@@ -140,8 +140,9 @@ def _report(ctx: click.Context, exc: BaseException, code: int, message: str) -> 
     help="Log line format on stderr and in --log-file.",
 )
 @click.option(
-    "--config",
+    "--defaults",
     "config_file",
+    metavar="FILE",
     type=click.Path(dir_okay=False),
     envvar="ICECHART_CONFIG",
     help="TOML file with [predict], [score], [train] option defaults (else $ICECHART_CONFIG, "
