@@ -335,7 +335,7 @@ def test_nan_weights_are_69(base: dict, tmp_path: Path) -> None:
 def test_bad_config_values_are_78(base: dict, tmp_path: Path, toml: str) -> None:
     cfg = tmp_path / "icechart.toml"
     cfg.write_text(toml)
-    r = _invoke("--config", str(cfg), "predict", str(base["scene"]), "-o", str(tmp_path / "out"))
+    r = _invoke("--defaults", str(cfg), "predict", str(base["scene"]), "-o", str(tmp_path / "out"))
     assert r.exit_code == 78, r.output
     assert str(cfg) in _one_error_line(r.output)
     assert not (tmp_path / "5").exists() and not (tmp_path / "out").exists()

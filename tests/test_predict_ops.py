@@ -291,11 +291,11 @@ def test_config_file_and_environment_reach_predict(env: dict, tmp_path: Path, mo
         f'[predict]\nmodel = "{env["model"]}"\ndevice = "cpu"\nformats = ["netcdf"]\nlock = "{lock}"\n'
     )
     scene = str(env["scenes"][0])
-    r = CliRunner().invoke(cli, ["--config", str(cfg), "predict", scene, "-o", str(tmp_path / "a")])
+    r = CliRunner().invoke(cli, ["--defaults", str(cfg), "predict", scene, "-o", str(tmp_path / "a")])
     assert r.exit_code == 0, r.output
     assert sorted(p.suffix for p in (tmp_path / "a").iterdir()) == [".json", ".nc"] and lock.exists()
     r = CliRunner().invoke(
-        cli, ["--config", str(cfg), "predict", scene, "-o", str(tmp_path / "b")],
+        cli, ["--defaults", str(cfg), "predict", scene, "-o", str(tmp_path / "b")],
         env={"ICECHART_PREDICT_FORMATS": "netcdf,png"},
     )  # fmt: skip
     assert r.exit_code == 0, r.output
