@@ -231,17 +231,16 @@ def fingerprint(
     uses them is asked for (defaults filled in: the generalisation scale in model pixels, so
     ``--sieve 40`` equals no ``--sieve`` and ``--min-area 25``); the producer's attributes
     only for the netCDF and when set."""
-    from icechart.products.sigrid3 import DEFAULT_MIN_AREA_KM2, MODEL_PIXEL_M, sieve_pixels
+    from icechart.products.sigrid3 import MODEL_PIXEL_M, generalisation_scale
 
     fm = parse_formats(formats)
     per_scene = [f.name for f in REGISTRY.values() if f.name in fm and f.per_scene]
     used = {o for n in per_scene for o in REGISTRY[n].options}
     opts: dict[str, Any] = {"formats": per_scene}
-    area = DEFAULT_MIN_AREA_KM2 if min_area is None else float(min_area)
     values = {
         "crs": crs,
         "resolution": float(resolution),
-        "sieve": sieve_pixels(area, MODEL_PIXEL_M) if sieve is None else int(sieve),
+        "sieve": generalisation_scale(sieve, min_area, MODEL_PIXEL_M),
     }
     for key in ("crs", "resolution", "sieve"):
         if key in used:

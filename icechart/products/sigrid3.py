@@ -85,6 +85,14 @@ def sieve_pixels(min_area_km2: float, resolution: float) -> int:
     return max(1, math.ceil(float(min_area_km2) * 1e6 / float(resolution) ** 2 - 1e-9))
 
 
+def generalisation_scale(sieve: int | None, min_area_km2: float | None, resolution: float) -> int:
+    """The chart's generalisation scale in pixels of ``resolution`` (m): ``sieve`` when given,
+    else ``min_area_km2`` (default :data:`DEFAULT_MIN_AREA_KM2`) in pixels (:func:`sieve_pixels`)."""
+    if sieve is not None:
+        return int(sieve)
+    return sieve_pixels(DEFAULT_MIN_AREA_KM2 if min_area_km2 is None else float(min_area_km2), resolution)
+
+
 def schema() -> dict[str, Any]:
     """fiona schema: ``AREA``/``PERIMETER`` as CIS writes them (N26.11), codes as text."""
     props: dict[str, str] = {"AREA": "float:26.11", "PERIMETER": "float:26.11"}

@@ -242,12 +242,8 @@ def chart_polygons(ctx: "SinkContext", lowres: LowresStatus) -> list[Any]:
         grid = target_grid(ctx.scene, ctx.crs, res)
         regions = sigrid3.region_codes(ctx.prediction.lowres_classes(), lowres.result())
         raster, inside = sigrid3.warp_regions(ctx.inverse(), grid, regions)
-        sieve = ctx.sieve
-        if sieve is None:
-            area = sigrid3.DEFAULT_MIN_AREA_KM2 if ctx.min_area is None else float(ctx.min_area)
-            sieve = sigrid3.sieve_pixels(area, res)
         ctx._shared["sigrid3"] = sigrid3.chart_polygons(
-            raster, inside, grid.transform, sieve=int(sieve),
+            raster, inside, grid.transform, sieve=sigrid3.generalisation_scale(ctx.sieve, ctx.min_area, res),
             simplify=res if ctx.simplify is None else float(ctx.simplify),
         )  # fmt: skip
     return ctx._shared["sigrid3"]
