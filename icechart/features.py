@@ -107,29 +107,89 @@ def _row_range(rows: slice | None, n_out: int) -> tuple[int, int]:
 
 
 def _block_reduce_mean(a: np.ndarray, factor: int) -> np.ndarray:
-    """NaN-aware mean over ``factor x factor`` blocks (partial blocks at the end included)."""
-    h, w = a.shape
-    oh, ow = -(-h // factor), -(-w // factor)
-    pad = ((0, oh * factor - h), (0, ow * factor - w))
-    if pad[0][1] or pad[1][1]:
-        a = np.pad(a, pad, constant_values=np.nan)
-    b = a.reshape(oh, factor, ow, factor)
-    finite = np.isfinite(b)
-    s = np.where(finite, b, 0.0).sum(axis=(1, 3), dtype=np.float64)
-    n = finite.sum(axis=(1, 3))
+    """NaN-aware mean over ``factor x factor`` blocks (partial blocks at the end included).
+
+    The sums are float64 (:func:`_block_sum64`): a sum of float32 values in float64 is exact
+    in any order unless their exponents span more than ~24 binary orders, so this equals the
+    straightforward ``reshape(...).sum(axis=(1, 3), dtype=float64)`` (kept in
+    tests/test_features.py as the reference).
+    """
+    finite = np.isfinite(a)
+    s = _block_sum64(np.where(finite, a, np.float32(0)), factor)
+    n = _block_sum(finite.view(np.uint8), factor)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(n > 0, s / np.maximum(n, 1), np.nan)
     return out.astype(np.float32)
 
 
-def _block_sum(v: np.ndarray, factor: int) -> np.ndarray:
-    """Sum over ``factor x factor`` blocks (partial edge blocks padded with 0); float32 (a block
-    holds at most a few hundred values of order 1: float32 sums are exact enough)."""
+def _padded(v: np.ndarray, factor: int) -> np.ndarray:
+    """``v`` padded with 0 to whole ``factor x factor`` blocks (itself when already whole)."""
     h, w = v.shape
     oh, ow = -(-h // factor), -(-w // factor)
     if oh * factor != h or ow * factor != w:
         v = np.pad(v, ((0, oh * factor - h), (0, ow * factor - w)))
-    return v.reshape(oh * factor, ow, factor).sum(axis=2).reshape(oh, factor, ow).sum(axis=1)
+    return v
+
+
+def _sum_columns(cols: list[np.ndarray], dtype: Any) -> np.ndarray:
+    """Elementwise sum of ``cols`` in the order numpy's ``add.reduce`` takes along a short
+    contiguous axis: sequential below 8 terms, its 8-way pairwise blocks from 8 to 128 terms
+    (``pairwise_sum`` in numpy's loops), so float32 results are bit-identical."""
+    n = len(cols)
+    if n < 8:
+        s = cols[0].astype(dtype, copy=True)
+        for c in cols[1:]:
+            s += c
+        return s
+    r = [c.astype(dtype, copy=True) for c in cols[:8]]
+    i = 8
+    while i < n - n % 8:
+        for j in range(8):
+            r[j] += cols[i + j]
+        i += 8
+    r[0] += r[1]
+    r[2] += r[3]
+    r[4] += r[5]
+    r[6] += r[7]
+    r[0] += r[2]
+    r[4] += r[6]
+    r[0] += r[4]
+    for c in cols[i:]:
+        r[0] += c
+    return r[0]
+
+
+def _sum_rows(s: np.ndarray, factor: int) -> np.ndarray:
+    """Sums of each ``factor`` consecutive rows, added in row order (as numpy reduces an outer axis)."""
+    t = s[0::factor].copy()
+    for i in range(1, factor):
+        t += s[i::factor]
+    return t
+
+
+def _block_sum(v: np.ndarray, factor: int) -> np.ndarray:
+    """Sum over ``factor x factor`` blocks (partial edge blocks padded with 0); float32 (a block
+    holds at most a few hundred values of order 1: float32 sums are exact enough).
+
+    Bit-identical to ``v.reshape(oh * f, ow, f).sum(axis=2).reshape(oh, f, ow).sum(axis=1)``
+    (the straightforward form, kept in tests/test_features.py), but made of whole-array
+    additions of strided views: numpy's reduction over a 5-long axis is ~6x slower.
+    """
+    p = _padded(v, factor)
+    if factor > 128:  # numpy's pairwise sum recurses beyond 128 terms: use the reduction itself
+        oh, ow = p.shape[0] // factor, p.shape[1] // factor
+        q = p.astype(np.float32, copy=False)
+        return q.reshape(oh * factor, ow, factor).sum(axis=2).reshape(oh, factor, ow).sum(axis=1)
+    return _sum_rows(_sum_columns([p[:, j::factor] for j in range(factor)], np.float32), factor)
+
+
+def _block_sum64(v: np.ndarray, factor: int) -> np.ndarray:
+    """float64 block sums of float32 values (exact in any order, see :func:`_block_reduce_mean`)."""
+    p = _padded(v, factor)
+    s = p[:, 0::factor].astype(np.float64)
+    for j in range(1, factor):
+        s += p[:, j::factor]
+    return _sum_rows(s, factor)
 
 
 def texture_stats(
@@ -315,17 +375,25 @@ def raw_features(
                     win = (slice(b0 * factor, min(b1 * factor, lines), factor), cols)
                 else:
                     win = (slice(b0 * factor, min(b1 * factor, lines)), cols)
-                valid = scene.valid(win)
-                for k, name in sar_idx:
-                    a = scene.sar(name, win)
-                    a = np.where(valid, a, np.float32(np.nan))
-                    red = a if method == "subsample" else _block_reduce_mean(a, factor)
-                    out[k, b0 - r0 : b1 - r0, o0:o1] = red
+                # Texture sources first: the core of each halo window is also what the block mean
+                # of the same variable reads, so HH and HV are read (and checked) once per block.
+                cores: dict[str, np.ndarray] = {}
                 for name, wanted in tex.items():
                     a = _texture_window(scene, name, (b0 * factor, min(b1 * factor, lines)), (c0, c1), TEXTURE_HALO)
                     st = texture_stats(a, [s for _, s in wanted], factor=factor)
                     for k, stat in wanted:
                         out[k, b0 - r0 : b1 - r0, o0:o1] = st[stat]
+                    if method == "mean":
+                        cores[name] = a[TEXTURE_HALO : a.shape[0] - TEXTURE_HALO, TEXTURE_HALO : a.shape[1] - TEXTURE_HALO]
+                valid = None
+                for k, name in sar_idx:
+                    if name in cores:
+                        a = cores[name]
+                    else:
+                        valid = scene.valid(win) if valid is None else valid
+                        a = np.where(valid, scene.sar(name, win), np.float32(np.nan))
+                    red = a if method == "subsample" else _block_reduce_mean(a, factor)
+                    out[k, b0 - r0 : b1 - r0, o0:o1] = red
     for k, name in enumerate(channels):
         kind = C.channel_kind(name)
         if kind == "coarse":

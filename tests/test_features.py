@@ -202,3 +202,94 @@ def test_texture_channels_in_row_bands_equal_whole_scene(scene_path: Path) -> No
         parts = np.concatenate([raw_features(s, ch, factor=10, rows=slice(r, r + 3)) for r in range(0, 13, 3)], axis=1)
     np.testing.assert_array_equal(whole, parts)
     assert whole.shape == (8, 13, 11)
+
+
+# -- the fast block sums against the straightforward computation they replace ------------------
+def _reference_block_sum(v: np.ndarray, f: int) -> np.ndarray:
+    h, w = v.shape
+    oh, ow = -(-h // f), -(-w // f)
+    v = np.pad(v, ((0, oh * f - h), (0, ow * f - w)))
+    return v.reshape(oh * f, ow, f).sum(axis=2).reshape(oh, f, ow).sum(axis=1)
+
+
+def _reference_block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    h, w = a.shape
+    oh, ow = -(-h // f), -(-w // f)
+    b = np.pad(a, ((0, oh * f - h), (0, ow * f - w)), constant_values=np.nan).reshape(oh, f, ow, f)
+    finite = np.isfinite(b)
+    s = np.where(finite, b, 0.0).sum(axis=(1, 3), dtype=np.float64)
+    n = finite.sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan).astype(np.float32)
+
+
+def _reference_texture_stats(win: np.ndarray, stats: list[str], *, factor: int, halo: int) -> dict[str, np.ndarray]:
+    """The texture statistics written out plainly (numpy reductions, one statistic at a time)."""
+    from scipy import ndimage
+
+    bs = _reference_block_sum
+    hh, ww = win.shape
+    r, w = hh - 2 * halo, ww - 2 * halo
+    ok = np.isfinite(win)
+    zf = np.where(ok, win, np.float32(0))
+    vf = ok.astype(np.float32)
+    core = (slice(halo, halo + r), slice(halo, halo + w))
+    z, v = zf[core], vf[core]
+    n = bs(v, factor)
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv_n = np.where(n > 0, np.float32(1) / np.maximum(n, np.float32(1)), np.float32(np.nan))
+        mean = bs(z, factor) * inv_n
+        if "std" in stats:
+            out["std"] = np.sqrt(np.maximum(bs(z * z, factor) * inv_n - mean * mean, np.float32(0)))
+        for stat, k in (("lag1", 1), ("lag4", 4)):
+            if stat in stats:
+                sh = (slice(halo, halo + r), slice(halo + k, halo + k + w))
+                pair = v * vf[sh]
+                d = (zf[sh] - z) ** 2 * pair
+                tot, cnt = bs(d, factor), bs(pair, factor)
+                out[stat] = np.where(cnt > 0, np.sqrt(tot / np.maximum(cnt, np.float32(1)) / np.float32(2)), np.float32(np.nan))
+        if "bright" in stats:
+            part = (slice(halo - 1, halo + r + 1), slice(halo - 1, halo + w + 1))
+            s3 = ndimage.uniform_filter(zf[part], 3, mode="constant")[1:-1, 1:-1]
+            c3 = np.maximum(ndimage.uniform_filter(vf[part], 3, mode="constant")[1:-1, 1:-1], np.float32(1e-6))
+            m3 = s3 / c3
+            oh, ow = n.shape
+            big = np.repeat(np.repeat(np.nan_to_num(mean, nan=np.inf), factor, 0), factor, 1)[:r, :w]
+            out["bright"] = bs(((m3 > big) & ok[core]).astype(np.float32), factor) * inv_n
+    return {k: a.astype(np.float32) for k, a in out.items()}
+
+
+@pytest.mark.parametrize("factor", [1, 2, 5, 7, 8, 10, 20, 130])
+@pytest.mark.parametrize("shape", [(40, 60), (37, 53), (3, 200)])
+def test_fast_block_sums_equal_numpy_reductions(factor: int, shape: tuple[int, int]) -> None:
+    from icechart.features import _block_reduce_mean, _block_sum
+
+    rng = np.random.default_rng(factor * 1000 + shape[0])
+    # magnitudes over 12 orders of ten: any change of summation order shows in float32
+    v = (rng.standard_normal(shape) * np.exp(rng.uniform(-14, 14, shape))).astype(np.float32)
+    np.testing.assert_array_equal(_block_sum(v, factor), _reference_block_sum(v, factor))
+    a = v.copy()
+    a[rng.random(shape) < 0.3] = np.nan
+    a[:, : min(factor, shape[1])] = np.nan  # some blocks without a valid pixel
+    np.testing.assert_array_equal(_block_reduce_mean(a, factor), _reference_block_mean(a, factor))
+
+
+@pytest.mark.parametrize("factor", [5, 10])
+def test_texture_stats_equal_reference(factor: int) -> None:
+    from icechart.features import TEXTURE_HALO, texture_stats
+
+    rng = np.random.default_rng(factor)
+    h = TEXTURE_HALO
+    win = (rng.gamma(1.0, 1.0, (3 * factor + 2 + 2 * h, 11 * factor + 3 + 2 * h)) * 3 - 1).astype(np.float32)
+    win[rng.random(win.shape) < 0.1] = np.nan
+    win[:h] = np.nan  # beyond the image
+    stats = ["std", "lag1", "lag4", "bright"]
+    fast = texture_stats(win, stats, factor=factor, halo=h)
+    ref = _reference_texture_stats(win, stats, factor=factor, halo=h)
+    assert fast.keys() == ref.keys()
+    for k in stats:
+        np.testing.assert_array_equal(fast[k], ref[k], err_msg=k)
+    one = texture_stats(win, ["lag4"], factor=factor, halo=h)
+    assert list(one) == ["lag4"]
+    np.testing.assert_array_equal(one["lag4"], ref["lag4"])
