@@ -123,8 +123,29 @@ class Scene:
     def land(self, window: Window | None = None) -> np.ndarray:
         """True on land: labels masked (255) where SAR is valid; without labels, distance map 0.
 
-        Kept separate from :meth:`valid` (contract.md "Invalid input pixels").
+        Kept separate from :meth:`valid` (contract.md "Invalid input pixels"). As the validity,
+        the mask of the whole scene is made once (bit-packed) and windows are cut from it, so the
+        row blocks of a prediction do not read (and decompress) the labels again, nor wait for
+        the netCDF/HDF5 lock that a product writer holds meanwhile.
         """
+        packed = self._land_bits()
+        rows, cols = window if window is not None else (slice(None), slice(None))
+        ok = np.unpackbits(packed[rows], axis=1, count=self.shape[1]).view(bool)
+        return ok[:, cols]
+
+    def _land_bits(self) -> np.ndarray:
+        """The bit-packed land mask of the whole scene (rows x ceil(samples / 8) uint8)."""
+        bits = self._cache.get("land_bits")
+        if bits is None:
+            lines, samples = self.shape
+            bits = np.empty((lines, -(-samples // 8)), np.uint8)
+            for r0 in range(0, lines, _BLOCK_ROWS):
+                win = (slice(r0, min(r0 + _BLOCK_ROWS, lines)), slice(None))
+                bits[win[0]] = np.packbits(self._land(win), axis=1)
+            self._cache["land_bits"] = bits
+        return bits
+
+    def _land(self, window: Window) -> np.ndarray:
         valid = self.valid(window)
         if self.has_labels:
             return (self.read("SIC", window) == FILL) & valid
