@@ -252,6 +252,8 @@ def predict_scene(
     ensemble = is_ensemble(model)
     per_member = ensemble or any(has_stem(m) for m in members)
     raw = scene_features(scene, contract, normalised=not per_member)
+    scene.land((slice(0, 1), slice(0, 1)))  # the scene's land mask, the last full read of the file
+    scene.drop_read_caches()
     release_free_memory()  # the feature windows' temporaries, before the forward pass's peak
     t1 = time.perf_counter()
     if min(raw.shape[1:]) < 2:

@@ -65,6 +65,17 @@ class Scene:
     def close(self) -> None:
         self.ds.close()
 
+    def drop_read_caches(self) -> None:
+        """Free what reading has cached: HDF5 keeps up to 64 MiB of decompressed chunks per
+        variable read (a 5000 x 5000 scene: ~0.25 GiB for the SAR variables) until the file is
+        closed. The file is closed; xarray reopens it on the next read (milliseconds). The
+        validity and land masks made from it stay."""
+        # The backend store's close, not Dataset.close(): that one forgets how to close the
+        # file (a later close() would leave the reopened file open).
+        close = getattr(self.ds, "_close", None)
+        if close is not None:
+            close()
+
     def __enter__(self) -> "Scene":
         return self
 
@@ -439,4 +450,5 @@ def _validate(
     scene.valid_fraction = n_valid / float(lines * samples)
     if require_valid and n_valid == 0:
         raise BadDataError(f"{path}: SAR is entirely invalid (NaN or fill)")
+    scene.drop_read_caches()  # the chunks read for the mask are no use to the next reader
     return scene
