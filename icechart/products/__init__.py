@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
@@ -329,6 +330,7 @@ class SinkContext:
     command: str | None
     block_rows: int
     _shared: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def stem(self) -> str:
@@ -336,7 +338,8 @@ class SinkContext:
 
     def temporary(self, dest: Path) -> Path:
         """A temporary name for ``dest``, renamed onto it when the scene's products are done."""
-        return self.stack.enter_context(atomic_path(dest))
+        with self._lock:  # sinks finish on parallel threads
+            return self.stack.enter_context(atomic_path(dest))
 
     def inverse(self) -> "InverseGeolocation":
         if "inverse" not in self._shared:
@@ -504,10 +507,20 @@ def write_products(
                 tm[sink.stage] += time.perf_counter() - t
         it = b = block = None  # type: ignore[assignment]
         ctx.blocks_done()
-        for sink in sinks:
+        # The sinks finish at once, on threads of their own: the GeoTIFF, SIGRID-3 and PNG
+        # writers spend much of their time in GDAL, GEOS and zlib, outside the GIL, and each
+        # writes only its own files (the same bytes as one after the other).
+        def finish(sink: Sink) -> tuple[list[Path], float]:
             t = time.perf_counter()
-            written += sink.finish()
-            tm[sink.stage] += time.perf_counter() - t
+            files = sink.finish()
+            return files, time.perf_counter() - t
+
+        with ThreadPoolExecutor(max_workers=len(sinks), thread_name_prefix="icechart-finish") as finishing:
+            done = [finishing.submit(finish, sink) for sink in sinks]
+            for sink, fut in zip(sinks, done):
+                files, seconds = fut.result()
+                written += files
+                tm[sink.stage] += seconds
     # Leaving the stack renamed every temporary file onto its product name.
     order = {p: k for k, p in enumerate(product_paths(scene.scene_id, model_id, outdir, fm, sic_standard_error=prediction.sic_se is not None))}
     return sorted(written, key=lambda p: order.get(p, len(order)))
