@@ -175,12 +175,14 @@ def main() -> None:
                     r[f"{label}_wall_s"] = c["wall_s"]
                     r[f"{label}_cpu_s"] = c["cpu_s"]
                     r[f"{label}_peak_rss_gib"] = c["peak_rss_gib"]
+            r["load_avg_1min"] = os.getloadavg()[0]  # other work on the machine, at the end of the case
             results[f"{size}-{kind}"] = r
             print(f"\n{size} x {size} {kind} ({args.device}, {os.cpu_count()} CPUs, best of {args.repeat})")
             for k, v in r.items():
                 target = TARGETS.get(k)
                 mark = "" if target is None else ("  ok (< %g)" % target if v < target else "  MISSED (target < %g)" % target)
-                print(f"  {k:24s} {v:8.2f}{' GiB' if k.endswith('gib') else ' s'}{mark}")
+                unit = " GiB" if k.endswith("gib") else "" if k.startswith("load") else " s"
+                print(f"  {k:24s} {v:8.2f}{unit}{mark}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
