@@ -212,3 +212,34 @@ def test_wrong_coarse_size(tmp_path):
     write_scene(ds, path)
     with pytest.raises(BadDataError, match="2 km grid"):
         open_scene(path)
+
+
+def test_drop_read_caches_reopens_and_close_still_closes(odd):
+    """After dropping the read caches (closing the file) reads reopen it transparently, windows of
+    the cached masks are unchanged, and close() still closes the reopened file."""
+    import os
+
+    ds, path = odd
+    sc = open_scene(path, channels=C.DEFAULT_CHANNELS)  # open_scene drops once already
+    win = (slice(100, 300), slice(50, 400))
+    land, valid, hh = sc.land(win), sc.valid(win), sc.sar(C.PRIMARY, win)
+    sc.drop_read_caches()
+    np.testing.assert_array_equal(sc.sar(C.PRIMARY, win), hh)  # reopened on demand
+    np.testing.assert_array_equal(sc.land(win), land)
+    np.testing.assert_array_equal(sc.valid(win), valid)
+    np.testing.assert_array_equal(sc.land(win), ((ds["SIC"].values == FILL) & np.isfinite(ds[C.PRIMARY].values))[win])
+
+    def open_fds() -> int:
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                n += os.readlink(f"/proc/self/fd/{fd}") == str(path.resolve())
+            except OSError:
+                pass
+        return n
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc")
+    assert open_fds() >= 1
+    sc.close()
+    assert open_fds() == 0

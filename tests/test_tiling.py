@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,29 @@ def test_blender_rejects_wrong_shape() -> None:
     b = Blender((1, 10, 10), overlap=2)
     with pytest.raises(ValueError):
         b.add((slice(0, 5), slice(0, 5)), np.zeros((1, 4, 5), np.float32))
+
+
+def test_parallel_tiles_equal_a_one_thread_serial_pass(tmp_path: Path) -> None:
+    """Tiles on parallel threads (one torch thread each) give the bytes of a one-thread serial
+    pass, blended in tile order, and leave torch's thread count as it was."""
+    import torch
+
+    from icechart.infer.forward import forward
+    from icechart.model.load import load_model
+    from icechart.testing import random_checkpoint
+
+    model = load_model(random_checkpoint(tmp_path / "m.safetensors"), device="cpu")
+    x = np.random.default_rng(1).standard_normal((model.net.in_channels, 70, 90)).astype(np.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        sic1, p1 = forward(model, x, tile_size=32, overlap=8)
+        torch.set_num_threads(2)
+        sic2, p2 = forward(model, x, tile_size=32, overlap=8)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert sic1 is not None and sic2 is not None
+    np.testing.assert_array_equal(sic1, sic2)
+    for chart in p1:
+        np.testing.assert_array_equal(p1[chart], p2[chart])
