@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -108,28 +109,17 @@ class Scene:
         windows are cut from it, so the features, the status flags and the valid fraction do
         not each read (and, for compressed files, decompress) both SAR variables again.
         """
-        packed = self._valid_bits()
-        rows, cols = window if window is not None else (slice(None), slice(None))
-        ok = np.unpackbits(packed[rows], axis=1, count=self.shape[1]).view(bool)
-        return ok[:, cols]
+        return self._cut(self._valid_bits(), window)
 
     def _valid_bits(self) -> np.ndarray:
         """The bit-packed validity mask of the whole scene (rows x ceil(samples / 8) uint8)."""
-        bits = self._cache.get("valid_bits")
-        if bits is None:
-            lines, samples = self.shape
-            bits = np.empty((lines, -(-samples // 8)), np.uint8)
-            n_valid = 0
-            for r0 in range(0, lines, _BLOCK_ROWS):
-                win = (slice(r0, min(r0 + _BLOCK_ROWS, lines)), slice(None))
-                ok = np.isfinite(self.sar(C.PRIMARY, win))
-                if C.SECONDARY in self.ds:
-                    ok &= np.isfinite(self.sar(C.SECONDARY, win))
-                bits[win[0]] = np.packbits(ok, axis=1)
-                n_valid += int(ok.sum())
-            self._cache["valid_bits"] = bits
-            self._cache["n_valid"] = n_valid
-        return bits
+        return self._packed("valid", self._valid)
+
+    def _valid(self, window: Window) -> np.ndarray:
+        ok = np.isfinite(self.sar(C.PRIMARY, window))
+        if C.SECONDARY in self.ds:
+            ok &= np.isfinite(self.sar(C.SECONDARY, window))
+        return ok
 
     def land(self, window: Window | None = None) -> np.ndarray:
         """True on land: labels masked (255) where SAR is valid; without labels, distance map 0.
@@ -139,22 +129,29 @@ class Scene:
         row blocks of a prediction do not read (and decompress) the labels again, nor wait for
         the netCDF/HDF5 lock that a product writer holds meanwhile.
         """
-        packed = self._land_bits()
-        rows, cols = window if window is not None else (slice(None), slice(None))
-        ok = np.unpackbits(packed[rows], axis=1, count=self.shape[1]).view(bool)
-        return ok[:, cols]
+        return self._cut(self._packed("land", self._land), window)
 
-    def _land_bits(self) -> np.ndarray:
-        """The bit-packed land mask of the whole scene (rows x ceil(samples / 8) uint8)."""
-        bits = self._cache.get("land_bits")
+    def _packed(self, name: str, mask: Callable[[Window], np.ndarray]) -> np.ndarray:
+        """The whole scene's ``mask(window)``, made once by row blocks and kept bit-packed (rows x
+        ceil(samples / 8) uint8) as ``{name}_bits``; its count of True pixels as ``n_{name}``."""
+        bits = self._cache.get(f"{name}_bits")
         if bits is None:
             lines, samples = self.shape
             bits = np.empty((lines, -(-samples // 8)), np.uint8)
+            count = 0
             for r0 in range(0, lines, _BLOCK_ROWS):
                 win = (slice(r0, min(r0 + _BLOCK_ROWS, lines)), slice(None))
-                bits[win[0]] = np.packbits(self._land(win), axis=1)
-            self._cache["land_bits"] = bits
+                ok = mask(win)
+                bits[win[0]] = np.packbits(ok, axis=1)
+                count += int(ok.sum())
+            self._cache[f"{name}_bits"] = bits
+            self._cache[f"n_{name}"] = count
         return bits
+
+    def _cut(self, packed: np.ndarray, window: Window | None) -> np.ndarray:
+        rows, cols = window if window is not None else (slice(None), slice(None))
+        ok = np.unpackbits(packed[rows], axis=1, count=self.shape[1]).view(bool)
+        return ok[:, cols]
 
     def _land(self, window: Window) -> np.ndarray:
         valid = self.valid(window)
