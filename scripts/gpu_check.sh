@@ -3,7 +3,8 @@
 #
 #   tests    the suite's CUDA-marked tests (pytest -m cuda)
 #   bench    benchmarks/train_throughput.py --device cuda: patches/s, GPU utilisation, data wait
-#            (Model 1 network, batch 16 x 256^2, AMP) on SCENES synthetic SIZE scenes
+#            (Model 1 network, batch 16 x 256^2, AMP) on SCENES synthetic SIZE scenes, and the
+#            validation seconds of one SIZE scene decided on the GPU and on the host
 #   train    one epoch of the model-1 preset with AMP on the same scenes (500 iterations, 1
 #            validation scene at full resolution)
 #   predict  a SIZE prediction with the checkpoint of `train` (netCDF, GeoTIFF, AutoICE) and
@@ -75,7 +76,7 @@ for s in "${STEPS[@]}"; do
         scenes
         step bench 420 $PY benchmarks/train_throughput.py --device "$DEVICE" --scenes "$SCENES" --size "$SIZE" \
             --iterations "$ITER" --epochs "$EPOCHS" --batch "$BATCH" --patch "$PATCH" --amp-dtype "$AMP_DTYPE" --workdir "$W" \
-            --json "$OUT/train_throughput.json"
+            --validation "$SIZE" --json "$OUT/train_throughput.json"
         ;;
     train)
         scenes
@@ -111,6 +112,9 @@ for r in json.load(open(sys.argv[1]))["results"]:
     u = "-" if r["gpu_util"] is None else f"{r['gpu_util']:.0f} %"
     print(f"throughput {r['device']}: {r['patches_per_s']:.1f} patches/s, data wait {100 * r['data_wait']:.1f} %, "
           f"GPU util {u}, start-up {r['startup_s_no_cache']:.1f} s cold / {r['startup_s_cache']:.2f} s cached")
+for v in json.load(open(sys.argv[1])).get("validation", []):
+    print(f"validation {v['device']} of one {v['size']} scene: {v['device_s']:.2f} s on the device, "
+          f"{v['host_s']:.2f} s decided on the host (forward {v['forward_s']:.2f} s)")
 PYEOF
     [ -s "$OUT/train_metrics.jsonl" ] && $PY - "$OUT/train_metrics.jsonl" <<'PYEOF'
 import json, sys
