@@ -27,7 +27,7 @@ import torch
 from icechart.classes import CHARTS, FILL, N_CLASSES
 from icechart.errors import BadDataError
 from icechart.features import normalise, pixel_centres
-from icechart.infer.decide import Upsampler, as_tensor
+from icechart.infer.decide import Upsampler, as_tensor, one_thread_on_cpu
 from icechart.score import ChartStats, ScoreAccumulator, ScoreResult
 from icechart.training.data import SceneData
 
@@ -76,18 +76,19 @@ def validation_charts(
         yield r, classes
 
 
-def pair_counts(ref: torch.Tensor, pred: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """``(n, n + 2)`` int64 counts of (reference, prediction) pairs on the tensors' device:
-    columns 0..n-1 the predicted class, column n a prediction outside the classes, and column
-    n + 1 (row 0) a reference that is neither a class nor 255; unlabelled (255) pixels are
-    not counted. Same layout as :attr:`icechart.score.ChartStats.confusion` plus that column."""
+def pair_counts(ref: torch.Tensor, pred: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts of (reference, prediction) pairs on the tensors' device (uint8 inputs): the
+    ``(n, n + 1)`` int64 table of :attr:`icechart.score.ChartStats.confusion` (column n: a
+    prediction outside the classes; unlabelled 255 references not counted), and the number of
+    references that are neither a class nor 255. Each pair is coded in one byte
+    (min(ref, n) (n + 1) + min(pred, n) <= 143) and counted with one ``bincount``: no int64 copy
+    of the pixels, no boolean selection."""
     k = n_classes
-    width = k + 2
-    r = ref.reshape(-1).long()
-    p = pred.reshape(-1).long().clamp(max=k)
-    idx = torch.where(r < k, r * width + p, torch.full_like(r, k + 1))  # bad references -> (0, k + 1)
-    idx = idx[r != FILL]
-    return torch.bincount(idx, minlength=k * width)[: k * width].view(k, width)
+    width = k + 1
+    code = ref.clamp(max=k).mul_(width).add_(pred.clamp(max=k))
+    table = torch.bincount(code.reshape(-1), minlength=width * width)[: width * width].view(width, width)
+    bad = ((ref >= k) & (ref != FILL)).sum()
+    return table[:k], bad
 
 
 def score_outputs(
@@ -105,17 +106,20 @@ def score_outputs(
     scores against its full-resolution ``labels`` ``(3, lines, samples)`` to ``acc``."""
     device = next(iter(out.values())).device
     shape = (int(labels.shape[1]), int(labels.shape[2]))
-    counts = {c: torch.zeros((N_CLASSES[c], N_CLASSES[c] + 2), dtype=torch.int64, device=device) for c in CHARTS}
-    for rows, pred in validation_charts(out, shape, factor=factor, method=method, sic_mode=sic_mode, block_rows=block_rows):
-        ref = as_tensor(labels[:, rows], device)
-        for k, chart in enumerate(CHARTS):
-            counts[chart] += pair_counts(ref[k], pred[chart], N_CLASSES[chart])
+    counts = {c: torch.zeros((N_CLASSES[c], N_CLASSES[c] + 1), dtype=torch.int64, device=device) for c in CHARTS}
+    bad = {c: torch.zeros((), dtype=torch.int64, device=device) for c in CHARTS}
+    with one_thread_on_cpu(device):  # as the products decide (icechart.infer.decide)
+        for rows, pred in validation_charts(out, shape, factor=factor, method=method, sic_mode=sic_mode, block_rows=block_rows):
+            ref = as_tensor(labels[:, rows], device)
+            for k, chart in enumerate(CHARTS):
+                table, n_bad = pair_counts(ref[k], pred[chart], N_CLASSES[chart])
+                counts[chart] += table
+                bad[chart] += n_bad
     for chart in CHARTS:
-        table = counts[chart].cpu().numpy()
         n = N_CLASSES[chart]
-        if table[:, n + 1].any():
+        if int(bad[chart]):
             raise BadDataError(f"{scene_id}: {chart} reference has values that are neither a class (0..{n - 1}) nor {FILL}")
-        acc.add_stats(chart, ChartStats.from_confusion(table[:, : n + 1]), scene_id=scene_id)
+        acc.add_stats(chart, ChartStats.from_confusion(counts[chart].cpu().numpy()), scene_id=scene_id)
 
 
 def validate(
