@@ -61,7 +61,7 @@ class ExportResult:
 
 def contract_document(model: Any) -> dict[str, Any]:
     """The JSON document stored in an exported file."""
-    from icechart import __version__
+    from icechart._version import __version__
     from icechart.classes import CHARTS, CLASS_NAMES
 
     c = model.contract
