@@ -1,6 +1,6 @@
 """CUDA paths, on a GPU only (skipped elsewhere; `scripts/gpu_check.sh` runs them with -m cuda):
 AMP training and resume across AMP settings, validation on the device equal to the CPU's, the
-decision rule on the GPU byte for byte the CPU's,
+decision rule on the GPU byte for byte the CPU's, an exported TorchScript network on the GPU,
 pinned DataLoader workers, prediction on the GPU equal to the CPU's, OOM -> 75."""
 
 from __future__ import annotations
@@ -85,6 +85,27 @@ def test_decision_on_cuda_gives_the_cpu_bytes() -> None:
             np.testing.assert_array_equal(c1[k], c2[k].cpu().numpy())
         for k in q1:
             np.testing.assert_array_equal(q1[k], q2[k].cpu().numpy())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_exported_torchscript_runs_on_cuda_like_pytorch(tmp_path: Path) -> None:
+    """`icechart export --format torchscript`: the file, loaded onto the GPU, gives the
+    PyTorch network's GPU outputs (an ONNX file is checked on CPU by the export itself)."""
+    from icechart.model.export import export_model
+    from icechart.model.load import load_model
+    from icechart.testing import random_checkpoint
+
+    ckpt = random_checkpoint(tmp_path / "m.safetensors", seed=6)
+    res = export_model(str(ckpt), "torchscript", tmp_path / "m.pt")
+    scripted = torch.jit.load(str(res.path), map_location="cuda")
+    net = load_model(str(ckpt), device="cuda").net  # type: ignore[union-attr]
+    x = torch.randn(2, net.in_channels, 97, 83, device="cuda")
+    with torch.no_grad():
+        want = net(x)
+        got = scripted(x)
+    for chart, g in zip(("SIC", "SOD", "FLOE"), got):
+        assert g.is_cuda
+        torch.testing.assert_close(g, want[chart], atol=1e-5, rtol=1e-5)
 
 
 def test_predict_on_cuda_matches_cpu(scenes: Path, tmp_path: Path) -> None:
