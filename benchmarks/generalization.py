@@ -19,7 +19,7 @@ Steps:
    quick recipe unchanged but for ``n_val``) in its own process: wall time and peak resident
    memory (``wait4``) are recorded.
 3. Each model predicts every test set (``icechart predict --formats netcdf``) and is scored at
-   full label resolution (``icechart score --json``): combined, SIC, SOD, FLOE and the expected
+   full label resolution (``icechart score --json-file``): combined, SIC, SOD, FLOE and the expected
    calibration error of the SOD and FLOE confidence layers; plus the share of labelled pixels
    flagged out of distribution (status bit 8) where the model stores training ranges.
 4. A trivial predictor (the training labels' mean SIC class and majority SOD and FLOE class
@@ -115,7 +115,7 @@ def make_data(work: Path, args: argparse.Namespace) -> dict[str, Path]:
 
 def score_dir(labels: Path, pred: Path) -> dict[str, Any]:
     out = pred / "score.json"
-    icechart("score", "--labels", str(labels / "reference"), str(pred), "--json", str(out))
+    icechart("score", "--labels", str(labels / "reference"), str(pred), "--json-file", str(out))
     d = json.loads(out.read_text())
     row = {k: d[k] for k in ("combined", "SIC", "SOD", "FLOE")}
     cal = d.get("calibration") or {}

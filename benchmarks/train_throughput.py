@@ -14,11 +14,19 @@ figures are the mean over the later epochs:
 * ``batch_prep_s``: assembling one batch on the training thread (sampling + transfer +
   augmentation), for comparison with the step time.
 
+``--validation LxS`` also times validation of one labelled scene of that size (the paper's
+scenes are about 5000 x 5000) with the Model 1 network, seconds per scene: ``forward`` (the
+network on the downscaled scene), ``device`` (:func:`icechart.training.validate.validate`:
+forward, the decision and the pair counts on the training device) and, on CUDA, ``host`` (the
+outputs copied to the host, decided and counted there: what validation cost before it ran on
+the device). ``--validation-only`` skips the training runs.
+
 Target on one H200 (issue 14): at least 2 x 190 patches/s (the paper: 300 x 500 x 16 patches in
 3.5 h on an A100) with the data wait under 10 %. Prints a table and a JSON line. Usage::
 
     python benchmarks/train_throughput.py --device cpu --scenes 3 --size 2600x2600 --iterations 3
     python benchmarks/train_throughput.py --device cuda --scenes 8 --size 5000x5000 --iterations 200
+    python benchmarks/train_throughput.py --device cpu --validation 5000x5000 --validation-only
 """
 
 from __future__ import annotations
@@ -149,6 +157,55 @@ def run(device: str, data: Path, work: Path, *, iterations: int, epochs: int, wo
     return res
 
 
+def validation_seconds(device: str, work: Path, size: tuple[int, int], *, amp: bool, repeat: int = 2) -> dict[str, Any]:
+    """Seconds per validation scene of ``size`` (best of ``repeat``): forward, all on the device,
+    and (CUDA) decided and counted on the host."""
+    from icechart.features import norm_from_stacks
+    from icechart.model.unet import build_net
+    from icechart.score import ScoreAccumulator
+    from icechart.training.validate import predict_scene_outputs, score_outputs, validate
+
+    data = work / f"val-scene-{size[0]}x{size[1]}"
+    if not list(data.glob("*.nc")):
+        write_scenes(data, n=1, size=size, seed=13, overwrite=True)
+    cfg = TrainConfig(data=str(data), out=str(work / "val-run"), factor=10)
+    scenes = load_all(sorted(data.glob("*.nc")), cfg, work / "cache-val", full_labels=True)
+    norm = norm_from_stacks([np.asarray(sc.x) for sc in scenes], cfg.channels)
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    net = build_net({"in_channels": len(cfg.channels), "filters": [32, 32, 64, 64]}).to(dev).eval()
+    use_amp = amp and dev.type == "cuda"
+    kw: dict[str, Any] = dict(factor=cfg.factor, method=cfg.downscale_method, sic_mode="regression")
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def best(fn: Any) -> float:
+        times = []
+        for _ in range(repeat + 1):  # the first is a warm-up
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return min(times[1:])
+
+    sc = scenes[0]
+    assert sc.full_labels is not None
+    labels = np.asarray(sc.full_labels)
+    res: dict[str, Any] = {"device": device, "size": f"{size[0]}x{size[1]}", "amp": use_amp}
+    res["forward_s"] = best(lambda: predict_scene_outputs(net, sc.x, norm, device=dev, amp=use_amp))
+    res["device_s"] = best(lambda: validate(net, scenes, norm, device=dev, amp=use_amp, **kw))
+
+    def on_host() -> None:
+        out = predict_scene_outputs(net, sc.x, norm, device=dev, amp=use_amp)
+        score_outputs(ScoreAccumulator(), {k: v.cpu() for k, v in out.items()}, labels, scene_id=sc.scene_id, **kw)
+
+    res["host_s"] = best(on_host) if dev.type == "cuda" else res["device_s"]
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=3)
@@ -163,6 +220,8 @@ def main() -> None:
     ap.add_argument("--amp-dtype", choices=["float16", "bfloat16"], default="float16")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument("--validation", default=None, metavar="LxS", help="also time validation of one scene of this size")
+    ap.add_argument("--validation-only", action="store_true", help="with --validation: skip the training runs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="icechart-bench-"))
@@ -175,19 +234,30 @@ def main() -> None:
         if args.device == "cuda":
             raise SystemExit("--device cuda: no CUDA device is available")
         devices.remove("cuda")
-    rows = [run(d, data, work, iterations=args.iterations, epochs=args.epochs, workers=args.workers,
-                batch=args.batch, patch=args.patch, amp=not args.no_amp, amp_dtype=args.amp_dtype)
-            for d in devices]  # fmt: skip
+    if args.validation_only and not args.validation:
+        raise SystemExit("--validation-only needs --validation LxS")
+    rows = [] if args.validation_only else [
+        run(d, data, work, iterations=args.iterations, epochs=args.epochs, workers=args.workers,
+            batch=args.batch, patch=args.patch, amp=not args.no_amp, amp_dtype=args.amp_dtype)
+        for d in devices]  # fmt: skip
     print(f"scenes: {args.scenes} x {args.size}; batch {args.batch}, patch {args.patch}, Model 1 net; "
           f"torch threads {torch.get_num_threads()}")  # fmt: skip
-    print(f"{'device':8} {'start-up (no cache)':>20} {'(cache)':>8} {'batch prep':>11} {'patches/s':>10} "
-          f"{'data wait':>10} {'GPU util':>9}")  # fmt: skip
+    if rows:
+        print(f"{'device':8} {'start-up (no cache)':>20} {'(cache)':>8} {'batch prep':>11} {'patches/s':>10} "
+              f"{'data wait':>10} {'GPU util':>9}")  # fmt: skip
     for r in rows:
         util = "-" if r["gpu_util"] is None else f"{r['gpu_util']:.0f} %"
         print(f"{r['device']:8} {r['startup_s_no_cache']:19.2f}s {r['startup_s_cache']:7.2f}s "
               f"{r['batch_prep_s']:10.3f}s {r['patches_per_s']:10.2f} {100 * r['data_wait']:9.1f}% {util:>9}")  # fmt: skip
+    val_rows = []
+    if args.validation:
+        vsize = tuple(int(v) for v in args.validation.lower().split("x"))
+        val_rows = [validation_seconds(d, work, vsize, amp=not args.no_amp) for d in devices]  # type: ignore[arg-type]
+        print(f"validation of one {args.validation} scene, s: {'device':8} {'forward':>8} {'on the device':>14} {'on the host':>12}")
+        for v in val_rows:
+            print(f"{'':38}{v['device']:8} {v['forward_s']:8.2f} {v['device_s']:14.2f} {v['host_s']:12.2f}")
     doc = {"scenes": args.scenes, "size": args.size, "iterations": args.iterations, "batch": args.batch,
-           "patch": args.patch, "torch": torch.__version__, "results": rows}  # fmt: skip
+           "patch": args.patch, "torch": torch.__version__, "results": rows, "validation": val_rows}  # fmt: skip
     print(json.dumps(doc))
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")

@@ -61,6 +61,27 @@ class ChartStats:
     def __post_init__(self) -> None:
         self.confusion = np.zeros((self.n_classes, self.n_classes + 1), dtype=np.int64)
 
+    @classmethod
+    def from_confusion(cls, confusion: np.ndarray) -> ChartStats:
+        """Statistics of predictions that are all classes (the last, "other" column is 0), from
+        their confusion matrix alone: the R2 sums follow exactly from the counts of each
+        (reference, prediction) pair, so a device can count the pairs and ship only the table
+        (:mod:`icechart.training.validate`)."""
+        conf = np.asarray(confusion, dtype=np.int64)
+        k = conf.shape[0]
+        if conf.shape != (k, k + 1) or conf[:, k].any():
+            raise ValueError(f"expected a ({k}, {k + 1}) confusion matrix without predictions outside the classes")
+        st = cls(k)
+        st.confusion = conf.copy()
+        y = np.arange(k, dtype=np.int64)
+        per_ref = conf.sum(axis=1)
+        st.n = int(per_ref.sum())
+        st.sum_y = int(per_ref @ y)
+        st.sum_y2 = int(per_ref @ (y * y))
+        d = y[:, None] - y[None, :]
+        st.sum_res2 = int((conf[:, :k] * d * d).sum())
+        return st
+
     def add(self, other: ChartStats) -> None:
         """Add another chart's statistics into this one."""
         self.confusion += other.confusion
@@ -303,7 +324,13 @@ class ScoreAccumulator:
                 raise BadDataError(
                     f"{chart}: {name} has dtype {arr.dtype}; expected integer class values"
                 )
-        stats = _chart_stats(chart, ref.reshape(-1), pred.reshape(-1))
+        self.add_stats(chart, _chart_stats(chart, ref.reshape(-1), pred.reshape(-1)), scene_id=scene_id)
+
+    def add_stats(self, chart: str, stats: ChartStats, *, scene_id: str | None = None) -> None:
+        """Add statistics of one chart computed elsewhere (e.g. :meth:`ChartStats.from_confusion`
+        of pairs counted on a GPU); ``scene_id`` as in :meth:`update`."""
+        if chart not in self._total:
+            raise ValueError(f"chart {chart!r} is not scored here ({list(self.charts)})")
         self._total[chart].add(stats)
         if scene_id is not None:
             per = self._scenes.setdefault(

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# The GPU check of issue 14, as one prepared script (about 8 minutes on one H200):
+# The GPU check of issue 14, as one prepared script (about 9 minutes on one H200):
 #
 #   tests    the suite's CUDA-marked tests (pytest -m cuda)
 #   bench    benchmarks/train_throughput.py --device cuda: patches/s, GPU utilisation, data wait
-#            (Model 1 network, batch 16 x 256^2, AMP) on SCENES synthetic SIZE scenes
+#            (Model 1 network, batch 16 x 256^2, AMP) on SCENES synthetic SIZE scenes, and the
+#            validation seconds of one SIZE scene decided on the GPU and on the host
 #   train    one epoch of the model-1 preset with AMP on the same scenes (500 iterations, 1
 #            validation scene at full resolution)
 #   predict  a SIZE prediction with the checkpoint of `train` (netCDF, GeoTIFF, AutoICE) and
 #            benchmarks/predict_scene.py's per-stage seconds on the GPU
+#   export   `icechart export` of that checkpoint to TorchScript and ONNX (each checked against
+#            PyTorch; tests/test_cuda.py runs an exported TorchScript network on the GPU)
 #
-# Usage: scripts/gpu_check.sh [STEP...]     (default: all four, in order)
+# Usage: scripts/gpu_check.sh [STEP...]     (default: all five, in order)
 # Under a 10-minute limit per command, run it as two calls sharing WORK (scenes, cache, the
 # trained checkpoint), e.g. on the device machine (a git-ignored folder survives between calls):
 #   OUT=$OUT WORK=.gpu-check-work scripts/gpu_check.sh tests bench
-#   OUT=$OUT WORK=.gpu-check-work scripts/gpu_check.sh train predict
+#   OUT=$OUT WORK=.gpu-check-work scripts/gpu_check.sh train predict export
 # Environment: OUT (results folder; default ./gpu-check-out), DEVICE (cuda; cpu runs the same
 # plumbing on the CPU with tiny sizes for a dry run: DEVICE=cpu SIZE=600x600 SCENES=2 ITER=2
 # TRAIN_ITER=2 BATCH=2 PATCH=32), SIZE (5000x5000), SCENES (4), ITER (100 iterations per benchmark epoch),
@@ -38,7 +41,7 @@ mkdir -p "$OUT" "$W"
 rm -f "$OUT"/train_throughput.json "$OUT"/train_metrics.jsonl "$OUT"/summary.txt
 LOG=$OUT/gpu_check.log
 STEPS=("$@")
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests bench train predict)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests bench train predict export)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 status=0
 
@@ -75,7 +78,7 @@ for s in "${STEPS[@]}"; do
         scenes
         step bench 420 $PY benchmarks/train_throughput.py --device "$DEVICE" --scenes "$SCENES" --size "$SIZE" \
             --iterations "$ITER" --epochs "$EPOCHS" --batch "$BATCH" --patch "$PATCH" --amp-dtype "$AMP_DTYPE" --workdir "$W" \
-            --json "$OUT/train_throughput.json"
+            --validation "$SIZE" --json "$OUT/train_throughput.json"
         ;;
     train)
         scenes
@@ -96,8 +99,14 @@ for s in "${STEPS[@]}"; do
         step predict_stages 300 $PY benchmarks/predict_scene.py --sizes "${SIZE%%x*}" --device "$DEVICE" \
             --model "$model" --workdir "$W/predict-bench" --json "$OUT/predict_scene.json"
         ;;
+    export)
+        model=$W/m1/best.safetensors
+        [ -f "$model" ] || { say "export: no $model (run the train step first)"; status=1; continue; }
+        step export_torchscript 300 $PY -m icechart export --format torchscript "$model" -o "$W/m1.pt" --overwrite
+        step export_onnx 300 $PY -m icechart export --format onnx "$model" -o "$W/m1.onnx" --overwrite
+        ;;
     *)
-        say "unknown step $s (tests, bench, train, predict)"
+        say "unknown step $s (tests, bench, train, predict, export)"
         status=2
         ;;
     esac
@@ -111,6 +120,9 @@ for r in json.load(open(sys.argv[1]))["results"]:
     u = "-" if r["gpu_util"] is None else f"{r['gpu_util']:.0f} %"
     print(f"throughput {r['device']}: {r['patches_per_s']:.1f} patches/s, data wait {100 * r['data_wait']:.1f} %, "
           f"GPU util {u}, start-up {r['startup_s_no_cache']:.1f} s cold / {r['startup_s_cache']:.2f} s cached")
+for v in json.load(open(sys.argv[1])).get("validation", []):
+    print(f"validation {v['device']} of one {v['size']} scene: {v['device_s']:.2f} s on the device, "
+          f"{v['host_s']:.2f} s decided on the host (forward {v['forward_s']:.2f} s)")
 PYEOF
     [ -s "$OUT/train_metrics.jsonl" ] && $PY - "$OUT/train_metrics.jsonl" <<'PYEOF'
 import json, sys
@@ -119,6 +131,7 @@ for line in open(sys.argv[1]):
     print(f"model-1 epoch {m['epoch']}: {m['seconds']:.1f} s, {m['patches_per_s']:.1f} patches/s, "
           f"data wait {100 * m['data_wait_share']:.1f} %, validation {m.get('val_seconds', '-')} s, val {m.get('val')}")
 PYEOF
-    grep -E "^== (tests|bench|train|predict|predict_stages|synth): exit" "$LOG"
+    grep -E "^== (tests|bench|train|predict|predict_stages|synth|export_torchscript|export_onnx): exit" "$LOG"
+    grep -E "check against PyTorch" "$LOG"
 } | tee "$OUT/summary.txt"
 exit "$status"

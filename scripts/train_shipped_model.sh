@@ -14,5 +14,5 @@ mkdir -p "$work"
 # Held-out evaluation on scenes from a seed never used in training (the benchmark's `unseen` set)
 "$bin/icechart" -q synth "$work/heldout" --scenes 2 --size 1000x1000 --seed 51 --test --overwrite >/dev/null
 "$bin/icechart" predict "$work/heldout" -o "$work/heldout-pred" --model "$work/run" --formats netcdf --overwrite
-"$bin/icechart" score --labels "$work/heldout/reference" "$work/heldout-pred" --json "$work/heldout-score.json"
+"$bin/icechart" score --labels "$work/heldout/reference" "$work/heldout-pred" --json-file "$work/heldout-score.json"
 sha256sum "$work/run/best.safetensors"

@@ -100,7 +100,7 @@ def test_products_are_accepted_by_score(data: dict, tmp_path: Path) -> None:
     scene = str(data["scenes"][0])
     assert _invoke("predict", scene, "-o", str(out), "--model", str(data["model"]), "--formats", "netcdf").exit_code == 0
     (nc,) = out.glob("*.nc")
-    r = CliRunner().invoke(cli, ["score", "--labels", scene, str(nc), "--json", "-"])
+    r = CliRunner().invoke(cli, ["score", "--labels", scene, str(nc), "--json"])
     assert r.exit_code == 0, r.output
     assert "SIC" in r.output or "combined" in r.output
 

@@ -95,7 +95,7 @@ def test_products_json_csv_plots(tmp_path: Path, data: dict) -> None:
     for sid, p in data["preds"].items():
         write_product(pdir / f"{sid}_mmseaice.nc", p)
     res = run(
-        "--labels", str(data["refs"]), str(pdir), "--json", str(tmp_path / "s.json"),
+        "--labels", str(data["refs"]), str(pdir), "--json-file", str(tmp_path / "s.json"),
         "--csv", str(tmp_path / "s.csv"), "--plots", str(tmp_path / "plots"),
     )
     assert res.exit_code == 0, res.output
@@ -122,9 +122,27 @@ def test_autoice_file_and_json_stdout(tmp_path: Path, data: dict) -> None:
     assert doc["combined"] == pytest.approx(exp["combined"], abs=1e-6)
 
 
+def test_json_is_one_flag_and_the_old_values_still_work(tmp_path: Path, data: dict) -> None:
+    """--json is the flag of every command (JSON on stdout); --json-file FILE writes it beside
+    the table; the old `--json -` and `--json FILE.json` forms still do what they did."""
+    sub = write_autoice(tmp_path / "autoice_mmseaice.nc", data["preds"])
+    flag = run("--labels", str(data["refs"]), str(sub), "--json")
+    assert flag.exit_code == 0, flag.output
+    doc = json.loads(flag.stdout)
+    old_stdout = run("--labels", str(data["refs"]), "--json", "-", str(sub))
+    assert old_stdout.exit_code == 0 and json.loads(old_stdout.stdout) == doc
+    new_file = run("--labels", str(data["refs"]), str(sub), "--json-file", str(tmp_path / "new.json"))
+    assert new_file.exit_code == 0 and "AutoICE" in new_file.stdout
+    old_file = run("--labels", str(data["refs"]), "--json", str(tmp_path / "old.json"), str(sub))
+    assert old_file.exit_code == 0 and "AutoICE" in old_file.stdout and "deprecated" in old_file.stderr
+    assert json.loads((tmp_path / "old.json").read_text()) == json.loads((tmp_path / "new.json").read_text()) == doc
+    both = run("--labels", str(data["refs"]), str(sub), "--json", "a.json", "--json-file", "b.json")
+    assert both.exit_code == 2 and "one --json-file" in both.output
+
+
 def test_perfect_prediction_scores_100(tmp_path: Path, data: dict) -> None:
     sub = write_autoice(tmp_path / "a.nc", data["labels"])  # labels as the prediction
-    res = run("--labels", str(data["refs"]), str(sub), "--json", "-")
+    res = run("--labels", str(data["refs"]), str(sub), "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["autoice"] == {"SIC": 100.0, "SOD": 100.0, "FLOE": 100.0, "combined": 100.0}

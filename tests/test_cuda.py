@@ -1,5 +1,6 @@
 """CUDA paths, on a GPU only (skipped elsewhere; `scripts/gpu_check.sh` runs them with -m cuda):
-AMP training and resume across AMP settings, validation on the device equal to the CPU's,
+AMP training and resume across AMP settings, validation on the device equal to the CPU's, the
+decision rule on the GPU byte for byte the CPU's, an exported TorchScript network on the GPU,
 pinned DataLoader workers, prediction on the GPU equal to the CPU's, OOM -> 75."""
 
 from __future__ import annotations
@@ -62,6 +63,49 @@ def test_validation_on_cuda_equals_cpu(scenes: Path, tmp_path: Path) -> None:
     gpu = validate(net.cuda(), val, norm, factor=4, method="mean", sic_mode="regression", device=torch.device("cuda"))
     for k in ("SIC", "SOD", "FLOE"):
         assert gpu.scores[k] == pytest.approx(cpu.scores[k], abs=0.5)  # float kernels differ slightly
+
+
+def test_decision_on_cuda_gives_the_cpu_bytes() -> None:
+    """The one decision rule on the GPU (validation) gives the products' bytes for the same
+    probabilities: elementwise float32 products and sums round alike on both."""
+    from icechart.features import pixel_centres
+    from icechart.infer.decide import Upsampler
+
+    rng = np.random.default_rng(1)
+    shape = (403, 517)
+    centres = (pixel_centres(shape[0], 10, "mean"), pixel_centres(shape[1], 10, "mean"))
+    h, w = centres[0].size, centres[1].size
+    probs = {c: rng.dirichlet(np.ones(n), size=(h, w)).astype(np.float32).transpose(2, 0, 1).copy() for c, n in (("SOD", 6), ("FLOE", 7))}
+    sic = rng.normal(3, 4, (h, w)).astype(np.float32)
+    cpu = list(Upsampler(sic, probs, centres, shape).blocks(100))
+    gpu = list(Upsampler(torch.from_numpy(sic).cuda(), {c: torch.from_numpy(p).cuda() for c, p in probs.items()}, centres, shape).blocks(100))
+    for (_, c1, q1), (_, c2, q2) in zip(cpu, gpu):
+        assert c2["SOD"].is_cuda
+        for k in c1:
+            np.testing.assert_array_equal(c1[k], c2[k].cpu().numpy())
+        for k in q1:
+            np.testing.assert_array_equal(q1[k], q2[k].cpu().numpy())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_exported_torchscript_runs_on_cuda_like_pytorch(tmp_path: Path) -> None:
+    """`icechart export --format torchscript`: the file, loaded onto the GPU, gives the
+    PyTorch network's GPU outputs (an ONNX file is checked on CPU by the export itself)."""
+    from icechart.model.export import export_model
+    from icechart.model.load import load_model
+    from icechart.testing import random_checkpoint
+
+    ckpt = random_checkpoint(tmp_path / "m.safetensors", seed=6)
+    res = export_model(str(ckpt), "torchscript", tmp_path / "m.pt")
+    scripted = torch.jit.load(str(res.path), map_location="cuda")
+    net = load_model(str(ckpt), device="cuda").net  # type: ignore[union-attr]
+    x = torch.randn(2, net.in_channels, 97, 83, device="cuda")
+    with torch.no_grad():
+        want = net(x)
+        got = scripted(x)
+    for chart, g in zip(("SIC", "SOD", "FLOE"), got):
+        assert g.is_cuda
+        torch.testing.assert_close(g, want[chart], atol=1e-5, rtol=1e-5)
 
 
 def test_predict_on_cuda_matches_cpu(scenes: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from icechart.classes import CHARTS, N_CLASSES
+from icechart.errors import BadDataError
 from icechart.features import pixel_centres
 from icechart.infer.decide import Upsampler, lowres_classes, sic_classes
 from icechart.infer.forward import scene_features
@@ -45,7 +46,7 @@ def test_validation_and_products_give_identical_classes(scene_path: Path, tmp_pa
     assert charted.mean() > 0.5
     for chart in CHARTS:
         product = np.concatenate([b.charts[chart] for b in blocks])
-        validation = np.concatenate([v[chart] for _, v in val])
+        validation = np.concatenate([v[chart].numpy() for _, v in val])
         assert product.shape == validation.shape == shape
         np.testing.assert_array_equal(product[charted], validation[charted])
     # and at class boundaries the rule interpolates probabilities, not logits
@@ -88,5 +89,65 @@ def test_validation_rounds_sic_like_products() -> None:
         out["SOD"] = torch.zeros((N_CLASSES["SOD"], h, w))
         out["FLOE"] = torch.zeros((N_CLASSES["FLOE"], h, w))
         (_, classes), = list(validation_charts(out, (30, 40), factor=10, method="mean", sic_mode="regression"))
-        assert (classes["SIC"] == expected).all(), (value, np.unique(classes["SIC"]))
+        assert (classes["SIC"] == expected).all(), (value, classes["SIC"].unique())
 
+
+
+def test_tensor_inputs_decide_like_numpy_and_ties_go_to_the_first_class() -> None:
+    """One rule for both callers: tensors in (validation) give the numpy path's bytes (products)."""
+    rng = np.random.default_rng(3)
+    shape = (57, 64)
+    centres = _centres(shape, 5)
+    h, w = centres[0].size, centres[1].size
+    probs = {}
+    for chart in ("SOD", "FLOE"):
+        p = rng.integers(0, 3, (N_CLASSES[chart], h, w)).astype(np.float32)  # many exact ties
+        p /= np.maximum(p.sum(0), 1)
+        probs[chart] = p
+    sic = rng.normal(2, 4, (h, w)).astype(np.float32)
+    with_np = list(Upsampler(sic, probs, centres, shape).blocks(20))
+    with_t = list(Upsampler(torch.from_numpy(sic), {c: torch.from_numpy(p) for c, p in probs.items()}, centres, shape).blocks(20))
+    for (r1, c1, q1), (r2, c2, q2) in zip(with_np, with_t):
+        assert r1 == r2 and isinstance(c1["SOD"], np.ndarray) and isinstance(c2["SOD"], torch.Tensor)
+        for k in c1:
+            np.testing.assert_array_equal(c1[k], c2[k].numpy())
+        for k in q1:
+            np.testing.assert_array_equal(q1[k], q2[k].numpy())
+    tie = np.zeros((6, 2, 2), np.float32)
+    tie[2] = tie[4] = 0.5
+    low = lowres_classes(np.full((2, 2), 5.0, np.float32), {"SOD": tie})
+    assert (low["SOD"] == 2).all()  # the first of the tied ice classes, as numpy's argmax
+    ((_, full, conf),) = list(Upsampler(np.full((2, 2), 5.0, np.float32), {"SOD": tie}, _centres((10, 10), 5), (10, 10)).blocks(10))
+    assert (full["SOD"] == 2).all() and (conf["SOD"] == 50).all()
+
+
+def test_validation_scores_on_the_device_equal_host_scoring(scene_path: Path, tmp_path: Path) -> None:
+    """score_outputs (pairs counted where the outputs are, R2 sums from the table) equals
+    ScoreAccumulator.update on the same charts, per scene and pooled."""
+    from icechart.score import ScoreAccumulator
+    from icechart.training.validate import score_outputs
+
+    model = load_model(random_checkpoint(tmp_path / "m.safetensors", seed=5))
+    c = model.contract
+    with open_scene(scene_path) as scene:
+        raw = scene_features(scene, c, normalised=False)
+        labels = np.stack([np.asarray(scene.labels(ch)) for ch in CHARTS])
+    out = predict_scene_outputs(model.net, raw, c.norm, device=torch.device("cpu"))
+    kw = dict(factor=c.factor, method=c.downscale_method, sic_mode="regression")
+    host = ScoreAccumulator()
+    for rows, pred in validation_charts(out, labels.shape[1:], block_rows=40, **kw):
+        for k, chart in enumerate(CHARTS):
+            host.update(chart, labels[k, rows], pred[chart].numpy(), scene_id="s")
+    dev = ScoreAccumulator()
+    score_outputs(dev, out, labels, scene_id="s", block_rows=33, **kw)
+    a, b = host.result(), dev.result()
+    assert a.scores == b.scores and a.autoice == b.autoice
+    for chart in CHARTS:
+        sa, sb = a.charts[chart], b.charts[chart]
+        assert (sa.n, sa.sum_y, sa.sum_y2, sa.sum_res2) == (sb.n, sb.sum_y, sb.sum_y2, sb.sum_res2)
+        np.testing.assert_array_equal(sa.confusion, sb.confusion)
+    assert a.scene_scores("s") == b.scene_scores("s")
+    bad = labels.copy()
+    bad[1, 0, 0] = 17  # neither a SOD class nor 255
+    with pytest.raises(BadDataError, match="SOD reference"):
+        score_outputs(ScoreAccumulator(), out, bad, scene_id="s", **kw)

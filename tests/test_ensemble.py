@@ -229,7 +229,7 @@ def test_score_reports_ece_and_reliability_plot(data: dict, tmp_path: Path) -> N
     res = CliRunner().invoke(cli, ["predict", str(data["scene"]), "-o", str(out), "--model",
                                    str(data["manifest"]), "--formats", "netcdf"])  # fmt: skip
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(cli, ["score", "--labels", str(data["scene"]), str(out), "--json", "-",
+    res = CliRunner().invoke(cli, ["score", "--labels", str(data["scene"]), str(out), "--json",
                                    "--plots", str(tmp_path / "plots")])  # fmt: skip
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)

@@ -81,9 +81,9 @@ def _naive_upsample(pred: P.Prediction, chart: str) -> tuple[np.ndarray, np.ndar
     rc, cc = pred.centres()
     rows = D.Axis.build(np.arange(pred.shape[0], dtype=np.float64), rc)
     cols = D.Axis.build(np.arange(pred.shape[1], dtype=np.float64), cc)
-    p = np.stack([D.bilinear(pk, rows, cols) for pk in pred.probs[chart]])
+    p = np.stack([D.bilinear(torch.from_numpy(pk), rows, cols).numpy() for pk in pred.probs[chart]])
     assert pred.sic is not None
-    water = np.rint(np.clip(D.bilinear(pred.sic, rows, cols), 0, 10)) == 0
+    water = np.rint(np.clip(D.bilinear(torch.from_numpy(pred.sic), rows, cols).numpy(), 0, 10)) == 0
     cls = np.where(water, 0, p[1:].argmax(axis=0) + 1).astype(np.uint8)
     prob = np.take_along_axis(p, cls[None].astype(np.intp), axis=0)[0]
     return cls, np.rint(100 * prob).astype(np.uint8)

@@ -8,6 +8,8 @@ import re
 
 import click
 
+from icechart.cli.options import json_opt
+
 logger = logging.getLogger(__name__)
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -53,7 +55,7 @@ def cache() -> None:
 
 @cache.command(name="list")
 @click.argument("cache_dir", metavar="CACHE_DIR")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout instead of the table.")
+@json_opt("the entries (one document)")
 def list_cmd(cache_dir: str, as_json: bool) -> None:
     """List the entries of CACHE_DIR, least recently used first, with size and staleness.
 

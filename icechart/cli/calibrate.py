@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from icechart.cli.options import device_opt, existing_paths, model_opt, output_opt
+from icechart.cli.options import device_opt, existing_paths, json_opt, model_opt, output_opt
 
 logger = logging.getLogger(__name__)
 
@@ -16,9 +16,9 @@ logger = logging.getLogger(__name__)
 @model_opt(required=True, metavar="FILE|DIR", help="Checkpoint, training run directory, or ensemble (ensemble.toml or its directory).")
 @click.option("--labels", "labels", multiple=True, required=True, metavar="PATH", help="Labelled AI4Arctic scenes not used in training: file or directory (*.nc); repeatable.")
 @output_opt("out", metavar="FILE", help="Write the calibrated checkpoint (or ensemble manifest) here instead of in place.")
-@click.option("--json", "json_out", is_flag=True, help="Print the calibration (temperatures, NLL and ECE before/after) as JSON.")
+@json_opt("the calibration (temperatures, NLL and ECE before/after)")
 @device_opt
-def calibrate(model_spec: str, labels: tuple[str, ...], out: str | None, json_out: bool, device: str) -> None:
+def calibrate(model_spec: str, labels: tuple[str, ...], out: str | None, as_json: bool, device: str) -> None:
     """Fit SOD/FLOE temperature scaling of a model on labelled scenes and store it.
 
     One temperature per chart minimises the negative log-likelihood of the labels at the
@@ -38,7 +38,7 @@ def calibrate(model_spec: str, labels: tuple[str, ...], out: str | None, json_ou
 
     existing_paths(list(labels))
     path, cal = run(model_spec, discover(labels), out=out, device=device)
-    if json_out:
+    if as_json:
         click.echo(json.dumps(cal, indent=2))
         return
     click.echo(f"{'chart':<6}{'T':>8}{'NLL before':>12}{'NLL after':>11}{'ECE before':>12}{'ECE after':>11}{'pixels':>10}")

@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from icechart.cli.options import existing_paths
+from icechart.cli.options import existing_paths, json_opt
 
 
 @click.command()
 @click.argument("scenes", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per scene on stdout.")
+@json_opt("one object per scene (one line each)")
 @click.option("--sar-fill", type=float, default=None, help="Extra SAR value to treat as missing (never 0 by default).")
 def info(scenes: tuple[str, ...], as_json: bool, sar_fill: float | None) -> None:
     """Check AI4Arctic scene files and summarise them (id, time, size, validity, labels, footprint).

@@ -179,13 +179,14 @@ def _register() -> None:
     from icechart.cli.cache import cache
     from icechart.cli.calibrate import calibrate
     from icechart.cli.config import config
+    from icechart.cli.export import export
     from icechart.cli.info import info
     from icechart.cli.predict import predict
     from icechart.cli.score import score
     from icechart.cli.synth import synth
     from icechart.cli.train import train
 
-    for command in (synth, info, score, train, predict, calibrate, config, cache):
+    for command in (synth, info, score, train, predict, calibrate, export, config, cache):
         cli.add_command(command)
 
 

@@ -56,6 +56,12 @@ def model_opt(*, required: bool = False, metavar: str = "ID|FILE|DIR", help: str
     return click.option("--model", "model_spec", required=required, metavar=metavar, help=help)
 
 
+def json_opt(what: str) -> Any:
+    """``--json``: the same flag in every command, ``what`` as JSON on stdout instead of the text
+    output (``icechart score`` writes a file with ``--json-file FILE``)."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON on stdout instead of the text output.")
+
+
 device_opt = click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),

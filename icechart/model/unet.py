@@ -84,12 +84,13 @@ class Up(nn.Module):
     def __init__(self, c_in: int, c_skip: int, c_out: int) -> None:
         super().__init__()
         self.conv = DoubleConv(c_in + c_skip, c_out)
+        self.always_pad = False  # see UNet.always_pad
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         dh = skip.shape[-2] - x.shape[-2]
         dw = skip.shape[-1] - x.shape[-1]
-        if dh or dw:
+        if dh != 0 or dw != 0 or self.always_pad:
             x = F.pad(x, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2])
         return self.conv(torch.cat([skip, x], dim=1))
 
@@ -108,8 +109,8 @@ class Decoder(nn.Module):
         self.out_channels = c
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        for up, skip in zip(self.ups, reversed(skips)):
-            x = up(x, skip)
+        for i, up in enumerate(self.ups):
+            x = up(x, skips[-1 - i])
         return x
 
 
@@ -130,6 +131,8 @@ class UNet(nn.Module):
         Channels of the learned downscaling stem (0: none), its block size (the features'
         downscaling factor) and the number of full-resolution inputs (HH, HV: 2).
     """
+
+    __jit_unused_properties__ = ["arch"]  # torch.jit.script compiles forward only
 
     def __init__(
         self,
@@ -163,12 +166,15 @@ class UNet(nn.Module):
         bridge = filters[-1]
         self.bridge = DoubleConv(filters[-1], bridge)
         self.n_pool = len(filters)
+        self.min_size = max(_MIN_SIZE, 2**self.n_pool)
+        # Pad (by 0 where nothing is missing) without asking the shape first: the graph that
+        # torch.export traces for ONNX then has no branch on the input size (icechart.model.export).
+        self.always_pad = False
         n_out = {"SIC": 1 if sic_mode == "regression" else N_CLASSES["SIC"]}
         n_out.update({c: N_CLASSES[c] for c in ("SOD", "FLOE")})
-        if separate_decoders:
-            self.decoders = nn.ModuleDict({c: Decoder(filters, bridge) for c in CHARTS})
-        else:
-            self.decoder = Decoder(filters, bridge)
+        # One of the two is None (not in the state dict): TorchScript drops the other branch.
+        self.decoders = nn.ModuleDict({c: Decoder(filters, bridge) for c in CHARTS}) if separate_decoders else None
+        self.decoder = None if separate_decoders else Decoder(filters, bridge)
         self.heads = nn.ModuleDict({c: nn.Conv2d(filters[0], n_out[c], 1) for c in CHARTS})
 
     def run_stem(self, full: torch.Tensor) -> torch.Tensor:
@@ -184,23 +190,29 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Outputs for ``(N, in_channels + stem, h, w)`` inputs (stem channels last)."""
-        h, w = x.shape[-2:]
-        need = max(_MIN_SIZE, 2**self.n_pool)
-        ph, pw = max(0, need - h), max(0, need - w)
-        if ph or pw:
+        # Written so that torch.jit.script compiles it (icechart.model.export): no zip over
+        # modules, no ModuleDict lookups by a variable key.
+        h, w = x.shape[-2], x.shape[-1]
+        ph, pw = max(0, self.min_size - h), max(0, self.min_size - w)
+        crop = ph > 0 or pw > 0 or self.always_pad
+        if crop:
             x = F.pad(x, [0, pw, 0, ph], mode="replicate")
         skips = [self.inc(x)]
         for block in self.down:
             skips.append(block(F.max_pool2d(skips[-1], 2)))
         z = self.bridge(F.max_pool2d(skips[-1], 2))
-        if self.separate_decoders:
-            feats = {c: self.decoders[c](z, skips) for c in CHARTS}
-        else:
+        feats: dict[str, torch.Tensor] = {}
+        if self.decoders is not None:
+            for c, dec in self.decoders.items():
+                feats[c] = dec(z, skips)
+        if self.decoder is not None:
             shared = self.decoder(z, skips)
-            feats = {c: shared for c in CHARTS}
-        out: dict[str, torch.Tensor] = {c: self.heads[c](feats[c]) for c in CHARTS}
-        if ph or pw:
-            out = {c: t[..., :h, :w] for c, t in out.items()}
+            for c, _head in self.heads.items():  # CHARTS order
+                feats[c] = shared
+        out: dict[str, torch.Tensor] = {}
+        for c, head in self.heads.items():
+            t = head(feats[c])
+            out[c] = t[:, :, :h, :w] if crop else t
         return out
 
     @property

@@ -119,6 +119,9 @@ class TrainConfig:
     """Under DDP on CUDA, synchronise batch-norm statistics across ranks (SyncBatchNorm)."""
     val_every: int = 1
     log_every: int = 50
+    tensorboard: Literal["auto", "on", "off"] = "auto"
+    """TensorBoard event files in ``<out>/tensorboard`` (rank 0; :mod:`icechart.training.tensorboard`):
+    ``auto`` when the package is installed, ``on`` (78 without it), ``off``."""
     runs: int = 1
     calibrate: bool = True
     """Fit SOD/FLOE temperature scaling on the validation scenes at the end (stored in the
@@ -158,6 +161,8 @@ class TrainConfig:
             raise ValueError("`cache_workers` must lie in 1..256, or -1 for auto")
         if self.amp_dtype not in ("float16", "bfloat16"):
             raise ValueError("`amp_dtype` must be float16 or bfloat16")
+        if self.tensorboard not in ("auto", "on", "off"):
+            raise ValueError("`tensorboard` must be auto, on or off")
         if self.val_split not in ("shared", "per_run"):
             raise ValueError("`val_split` must be shared or per_run")
         if not 0 <= self.aug_prob <= 1:

@@ -63,6 +63,7 @@ from icechart.training.data import (
     stream_seed,
     writable_dir,
 )
+from icechart.training import tensorboard
 from icechart.training.loss import multitask_loss
 from icechart.training.validate import baseline, validate
 
@@ -415,6 +416,7 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
         device = torch.device("cuda", dist.local_rank)
     if dist.main:
         writable_dir(out)
+        tensorboard.enabled(cfg.tensorboard)  # "on" without the package: 78 before any work
     last_path, best_path = out / "last.pt", out / "best.safetensors"
     state: dict[str, Any] | None = None
     if resume:
@@ -540,109 +542,117 @@ def _train(cfg: TrainConfig, dist: _Dist, *, resume: bool, progress: bool, t_sta
     if dist.main:
         logger.info("data: %d loader worker(s)%s", workers, ", pinned memory" if use_cuda else "")
 
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        bar = _Progress(cfg.iterations, epoch=epoch, epochs=cfg.epochs, every=cfg.log_every, enabled=progress and dist.main)
-        t_ep = time.perf_counter()
-        wait = 0.0
-        sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, SIC, SOD, FLOE
-        order.epoch = epoch
-        batches = iter(loader)
-        try:
-            for it in range(cfg.iterations):
-                t_w = time.perf_counter()
-                got = next(batches)
-                xb, yb = got[0], got[1]
-                wait += time.perf_counter() - t_w
-                if debug:
-                    logger.debug("rank %d epoch %d batch %d sha1 %s", dist.rank, epoch + 1, it, _batch_hash(xb))
-                x = xb.to(device, non_blocking=True)
-                y = yb.to(device, non_blocking=True)
-                x = torch.nan_to_num((x - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
-                if len(got) > 2:  # learned stem: trained end to end, augmented with the features
-                    fr = got[2].to(device, non_blocking=True)
-                    fr = torch.nan_to_num((fr - s_mean) / s_std, nan=0.0, posinf=0.0, neginf=0.0)
-                    x = torch.cat([x, net.run_stem(fr)[..., : x.shape[-2], : x.shape[-1]]], dim=1)  # type: ignore[operator]
-                if cfg.augment:
-                    gen.manual_seed(stream_seed(cfg.seed, dist.rank, epoch, it, 1))
-                    x, y = augment_batch(x, y, spec, gen)
-                x = x.contiguous(memory_format=mem_format)
-                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
-                    outputs = model(x)
-                loss, terms = multitask_loss(outputs, y, weights=weights, sic_mode=cfg.sic_mode, as_tensors=True)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                sums += torch.stack([loss.detach(), terms["SIC"], terms["SOD"], terms["FLOE"]]).to(sums.dtype)
-                if bar.enabled and ((it + 1) % cfg.log_every == 0 or it + 1 == cfg.iterations):
-                    bar.update(it, float(sums[0]) / (it + 1), (it + 1) * per_rank * dist.world)  # the one sync
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise TryAgainError(
-                    f"out of {'GPU ' if use_cuda else ''}memory in training ({first_line(exc, 100)}); lower "
-                    f"batch_size ({cfg.batch_size}) or patch_size ({cfg.patch_size}), or retry on a free device"
-                ) from exc
-            raise
-        total = sums.tolist()
-        sums_d = {"loss": total[0], "SIC": total[1], "SOD": total[2], "FLOE": total[3]}
-        secs = time.perf_counter() - t_ep
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": sums_d["loss"] / cfg.iterations,
-            "loss_terms": {k: sums_d[k] / cfg.iterations for k in CHARTS},
-            "data_wait_share": round(wait / max(secs, 1e-9), 4),
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": round(secs, 3),
-            "patches_per_s": round(cfg.iterations * per_rank * dist.world / max(secs, 1e-9), 3),
-        }
-        if dist.main:
-            scores = None
-            if val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-                t_v = time.perf_counter()
-                res = validate(net, val_s, net_norm, factor=cfg.factor, method=cfg.downscale_method,
-                               sic_mode=cfg.sic_mode, device=device, amp=amp,
-                               stem_norm=extra_meta.get("stem_norm"))  # fmt: skip
-                scores = _scores(res)
-                val_rows.extend(validation_rows(epoch + 1, res))
-                _write_csv(out / VAL_CSV, val_rows)
-                row["val"] = scores
-                row["val_seconds"] = round(time.perf_counter() - t_v, 3)
-                logger.info(
-                    "epoch %d/%d: loss %.4f, validation combined %.2f (SIC %.2f, SOD %.2f, FLOE %.2f)",
-                    epoch + 1, cfg.epochs, row["train_loss"], scores["combined"], scores["SIC"],
-                    scores["SOD"], scores["FLOE"],
-                )
-            else:
-                logger.info("epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, row["train_loss"])
-            improved = scores is not None and scores["combined"] > best
-            if improved or not val_s:
-                best = scores["combined"] if scores is not None else best
-                best_epoch, best_scores = epoch + 1, scores
-                row["best"] = True
-                save_checkpoint(best_path, net, _meta(cfg, net_norm, train_s, val_s, scores, epoch + 1, extra_meta))
-            metrics.append(row)
-            _write_metrics(out / "metrics.jsonl", metrics)
-            last = {
-                "model": net.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": _rng_states(cfg, dist.world),
+    tb = tensorboard.open_writer(cfg.tensorboard, out, start_epoch=start_epoch) if dist.main else None
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            bar = _Progress(cfg.iterations, epoch=epoch, epochs=cfg.epochs, every=cfg.log_every, enabled=progress and dist.main)
+            t_ep = time.perf_counter()
+            wait = 0.0
+            sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, SIC, SOD, FLOE
+            order.epoch = epoch
+            batches = iter(loader)
+            try:
+                for it in range(cfg.iterations):
+                    t_w = time.perf_counter()
+                    got = next(batches)
+                    xb, yb = got[0], got[1]
+                    wait += time.perf_counter() - t_w
+                    if debug:
+                        logger.debug("rank %d epoch %d batch %d sha1 %s", dist.rank, epoch + 1, it, _batch_hash(xb))
+                    x = xb.to(device, non_blocking=True)
+                    y = yb.to(device, non_blocking=True)
+                    x = torch.nan_to_num((x - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
+                    if len(got) > 2:  # learned stem: trained end to end, augmented with the features
+                        fr = got[2].to(device, non_blocking=True)
+                        fr = torch.nan_to_num((fr - s_mean) / s_std, nan=0.0, posinf=0.0, neginf=0.0)
+                        x = torch.cat([x, net.run_stem(fr)[..., : x.shape[-2], : x.shape[-1]]], dim=1)  # type: ignore[operator]
+                    if cfg.augment:
+                        gen.manual_seed(stream_seed(cfg.seed, dist.rank, epoch, it, 1))
+                        x, y = augment_batch(x, y, spec, gen)
+                    x = x.contiguous(memory_format=mem_format)
+                    with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
+                        outputs = model(x)
+                    loss, terms = multitask_loss(outputs, y, weights=weights, sic_mode=cfg.sic_mode, as_tensors=True)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    sched.step()
+                    sums += torch.stack([loss.detach(), terms["SIC"], terms["SOD"], terms["FLOE"]]).to(sums.dtype)
+                    if bar.enabled and ((it + 1) % cfg.log_every == 0 or it + 1 == cfg.iterations):
+                        bar.update(it, float(sums[0]) / (it + 1), (it + 1) * per_rank * dist.world)  # the one sync
+            except Exception as exc:
+                if is_out_of_memory(exc):
+                    raise TryAgainError(
+                        f"out of {'GPU ' if use_cuda else ''}memory in training ({first_line(exc, 100)}); lower "
+                        f"batch_size ({cfg.batch_size}) or patch_size ({cfg.patch_size}), or retry on a free device"
+                    ) from exc
+                raise
+            total = sums.tolist()
+            sums_d = {"loss": total[0], "SIC": total[1], "SOD": total[2], "FLOE": total[3]}
+            secs = time.perf_counter() - t_ep
+            row: dict[str, Any] = {
                 "epoch": epoch + 1,
-                "best": best,
-                "best_epoch": best_epoch,
-                "best_scores": json.dumps(best_scores),
-                "compat": json.dumps(_compat(cfg)),
-                "meta": json.dumps(_meta(cfg, net_norm, train_s, val_s, scores, epoch + 1, extra_meta)),
+                "train_loss": sums_d["loss"] / cfg.iterations,
+                "loss_terms": {k: sums_d[k] / cfg.iterations for k in CHARTS},
+                "data_wait_share": round(wait / max(secs, 1e-9), 4),
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": round(secs, 3),
+                "patches_per_s": round(cfg.iterations * per_rank * dist.world / max(secs, 1e-9), 3),
             }
-            with atomic_path(last_path) as tmp:
-                torch.save(last, tmp)
-        else:
-            # other ranks keep their own sampler state; only rank 0 writes
-            pass
-        dist.barrier()
+            if dist.main:
+                scores = None
+                if val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+                    t_v = time.perf_counter()
+                    res = validate(net, val_s, net_norm, factor=cfg.factor, method=cfg.downscale_method,
+                                   sic_mode=cfg.sic_mode, device=device, amp=amp,
+                                   stem_norm=extra_meta.get("stem_norm"))  # fmt: skip
+                    scores = _scores(res)
+                    epoch_val_rows = validation_rows(epoch + 1, res)
+                    val_rows.extend(epoch_val_rows)
+                    _write_csv(out / VAL_CSV, val_rows)
+                    row["val"] = scores
+                    row["val_seconds"] = round(time.perf_counter() - t_v, 3)
+                    logger.info(
+                        "epoch %d/%d: loss %.4f, validation combined %.2f (SIC %.2f, SOD %.2f, FLOE %.2f)",
+                        epoch + 1, cfg.epochs, row["train_loss"], scores["combined"], scores["SIC"],
+                        scores["SOD"], scores["FLOE"],
+                    )
+                else:
+                    logger.info("epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, row["train_loss"])
+                improved = scores is not None and scores["combined"] > best
+                if improved or not val_s:
+                    best = scores["combined"] if scores is not None else best
+                    best_epoch, best_scores = epoch + 1, scores
+                    row["best"] = True
+                    save_checkpoint(best_path, net, _meta(cfg, net_norm, train_s, val_s, scores, epoch + 1, extra_meta))
+                metrics.append(row)
+                _write_metrics(out / "metrics.jsonl", metrics)
+                if tb is not None:
+                    tb.epoch(row, epoch_val_rows if scores is not None else ())
+                last = {
+                    "model": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": _rng_states(cfg, dist.world),
+                    "epoch": epoch + 1,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "best_scores": json.dumps(best_scores),
+                    "compat": json.dumps(_compat(cfg)),
+                    "meta": json.dumps(_meta(cfg, net_norm, train_s, val_s, scores, epoch + 1, extra_meta)),
+                }
+                with atomic_path(last_path) as tmp:
+                    torch.save(last, tmp)
+            else:
+                # other ranks keep their own sampler state; only rank 0 writes
+                pass
+            dist.barrier()
+    finally:
+        if tb is not None:
+            tb.close()
 
     calibration = None
     if dist.main and cfg.calibrate and val_s and best_path.is_file():

@@ -1,4 +1,4 @@
-"""Validation at full label resolution with the scorer of ``icechart score``.
+"""Validation at full label resolution with the scorer of ``icechart score``, on the training device.
 
 The network runs on the whole downscaled scene; its outputs become full-resolution charts by
 the one decision rule of the products (:class:`icechart.infer.decide.Upsampler`: softmax, then
@@ -6,6 +6,13 @@ bilinear upsampling between the downscaled pixel centres, SIC = round(clamp(regr
 or argmax, SOD/FLOE = argmax; reference/method.md "Inference"), by blocks of rows, and are
 scored with :class:`icechart.score.ScoreAccumulator`. A checkpoint is therefore selected on the
 scores of exactly the charts ``icechart predict`` makes from it.
+
+Everything stays where the network ran: the decision runs on the outputs' device, the label
+blocks go there, and each (reference, prediction) pair is counted there (:func:`pair_counts`);
+only the small confusion tables come back to the host once per scene, and the R2 sums follow
+from them exactly (:meth:`icechart.score.ChartStats.from_confusion`). On a GPU a 5000 x 5000
+scene thus costs a few milliseconds of transfer instead of a host-side decision and scoring of
+75 M pixels (``benchmarks/train_throughput.py --validation``).
 """
 
 from __future__ import annotations
@@ -17,15 +24,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from icechart.classes import CHARTS
+from icechart.classes import CHARTS, FILL, N_CLASSES
+from icechart.errors import BadDataError
 from icechart.features import normalise, pixel_centres
-from icechart.infer.decide import Upsampler
-from icechart.score import ScoreAccumulator, ScoreResult
+from icechart.infer.decide import Upsampler, as_tensor, one_thread_on_cpu
+from icechart.score import ChartStats, ScoreAccumulator, ScoreResult
 from icechart.training.data import SceneData
 
 logger = logging.getLogger(__name__)
 
-BLOCK_ROWS = 256
+BLOCK_PIXELS = 2_500_000
+"""Full-resolution pixels decided per row block (500 lines of a 5000-sample scene)."""
 
 
 @torch.no_grad()
@@ -53,20 +62,64 @@ def validation_charts(
     factor: int,
     method: str,
     sic_mode: str,
-    block_rows: int = BLOCK_ROWS,
-) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
-    """Yield ``(rows, classes)``: uint8 full-resolution classes per chart (unmasked) of the
-    network outputs ``out`` (logits, ``(C, h, w)`` per chart) for a scene of SAR ``shape``."""
+    block_rows: int | None = None,
+) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
+    """Yield ``(rows, classes)``: uint8 full-resolution classes per chart (unmasked; tensors on
+    the outputs' device) of the network outputs ``out`` (logits, ``(C, h, w)`` per chart) for a
+    scene of SAR ``shape``, by blocks of ``block_rows`` lines (default :data:`BLOCK_PIXELS`)."""
     regression = sic_mode == "regression"
-    sic = out["SIC"][0].cpu().numpy() if regression else None
-    probs: dict[str, np.ndarray] = {
-        c: torch.softmax(out[c], dim=0).cpu().numpy()
-        for c in CHARTS
-        if c != "SIC" or not regression
-    }
+    sic = out["SIC"][0] if regression else None
+    probs: dict[str, torch.Tensor] = {c: torch.softmax(out[c], dim=0) for c in CHARTS if c != "SIC" or not regression}
     centres = (pixel_centres(shape[0], factor, method), pixel_centres(shape[1], factor, method))  # type: ignore[arg-type]
-    for rows, classes, _conf in Upsampler(sic, probs, centres, shape).blocks(block_rows):
-        yield rows, classes
+    rows = block_rows or max(1, BLOCK_PIXELS // max(int(shape[1]), 1))
+    for r, classes, _conf in Upsampler(sic, probs, centres, shape).blocks(rows):
+        yield r, classes
+
+
+def pair_counts(ref: torch.Tensor, pred: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts of (reference, prediction) pairs on the tensors' device (uint8 inputs): the
+    ``(n, n + 1)`` int64 table of :attr:`icechart.score.ChartStats.confusion` (column n: a
+    prediction outside the classes; unlabelled 255 references not counted), and the number of
+    references that are neither a class nor 255. Each pair is coded in one byte
+    (min(ref, n) (n + 1) + min(pred, n) <= 143) and counted with one ``bincount``: no int64 copy
+    of the pixels, no boolean selection."""
+    k = n_classes
+    width = k + 1
+    code = ref.clamp(max=k).mul_(width).add_(pred.clamp(max=k))
+    table = torch.bincount(code.reshape(-1), minlength=width * width)[: width * width].view(width, width)
+    bad = ((ref >= k) & (ref != FILL)).sum()
+    return table[:k], bad
+
+
+def score_outputs(
+    acc: ScoreAccumulator,
+    out: Mapping[str, torch.Tensor],
+    labels: np.ndarray,
+    *,
+    scene_id: str,
+    factor: int,
+    method: str,
+    sic_mode: str,
+    block_rows: int | None = None,
+) -> None:
+    """Decide the network outputs ``out`` of one scene where they are (their device) and add the
+    scores against its full-resolution ``labels`` ``(3, lines, samples)`` to ``acc``."""
+    device = next(iter(out.values())).device
+    shape = (int(labels.shape[1]), int(labels.shape[2]))
+    counts = {c: torch.zeros((N_CLASSES[c], N_CLASSES[c] + 1), dtype=torch.int64, device=device) for c in CHARTS}
+    bad = {c: torch.zeros((), dtype=torch.int64, device=device) for c in CHARTS}
+    with one_thread_on_cpu(device):  # as the products decide (icechart.infer.decide)
+        for rows, pred in validation_charts(out, shape, factor=factor, method=method, sic_mode=sic_mode, block_rows=block_rows):
+            ref = as_tensor(labels[:, rows], device)
+            for k, chart in enumerate(CHARTS):
+                table, n_bad = pair_counts(ref[k], pred[chart], N_CLASSES[chart])
+                counts[chart] += table
+                bad[chart] += n_bad
+    for chart in CHARTS:
+        n = N_CLASSES[chart]
+        if int(bad[chart]):
+            raise BadDataError(f"{scene_id}: {chart} reference has values that are neither a class (0..{n - 1}) nor {FILL}")
+        acc.add_stats(chart, ChartStats.from_confusion(counts[chart].cpu().numpy()), scene_id=scene_id)
 
 
 def validate(
@@ -81,8 +134,9 @@ def validate(
     amp: bool = False,
     stem_norm: Mapping[str, Any] | None = None,
 ) -> ScoreResult:
-    """Score ``net`` on the validation scenes at full label resolution (``stem_norm``: the
-    normalisation of a downscaling stem's inputs, whose channels ``norm`` lists last)."""
+    """Score ``net`` on the validation scenes at full label resolution, decided and counted on
+    ``device`` (``stem_norm``: the normalisation of a downscaling stem's inputs, whose channels
+    ``norm`` lists last)."""
     was_training = net.training
     net.eval()
     acc = ScoreAccumulator()
@@ -91,9 +145,7 @@ def validate(
             assert s.full_labels is not None
             out = predict_scene_outputs(net, s.x, norm, device=device, amp=amp,
                                         full=s.full_sar if stem_norm is not None else None, stem_norm=stem_norm)
-            for rows, pred in validation_charts(out, s.shape, factor=factor, method=method, sic_mode=sic_mode):
-                for k, chart in enumerate(CHARTS):
-                    acc.update(chart, np.asarray(s.full_labels[k, rows]), pred[chart], scene_id=s.scene_id)
+            score_outputs(acc, out, s.full_labels, scene_id=s.scene_id, factor=factor, method=method, sic_mode=sic_mode)
     finally:
         net.train(was_training)
     return acc.result()
