@@ -108,3 +108,35 @@ def test_handler_is_restored_and_raises_systemexit():
     assert ei.value.code == 143 and ei.value.signame == "SIGTERM"
     assert isinstance(ei.value, SystemExit)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_signal_landing_in_an_interpreter_callback_still_stops_the_command_silently():
+    """A weakref callback (like __del__) cannot raise: the SignalExit is kept quiet and the signal
+    comes again in ordinary code, where it stops the program with its code."""
+    script = textwrap.dedent(
+        """
+        import signal, sys, time, weakref
+        from icechart.ops import signals
+        signals.install()
+        class Thing:
+            pass
+        thing = Thing()
+        def callback(_ref):
+            signal.raise_signal(signal.SIGTERM)  # handled inside the callback
+            for _ in range(10000):
+                pass
+        ref = weakref.ref(thing, callback)
+        try:
+            del thing
+            for _ in range(300):
+                time.sleep(0.01)
+        except SystemExit as exc:
+            print("stopped", exc.code)
+            sys.exit(0)
+        print("not stopped")
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["stopped", "143"], (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+    assert r.stderr.count("SIGTERM received") == 1, r.stderr

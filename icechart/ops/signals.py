@@ -16,6 +16,12 @@ signal arrived is also kept (:func:`received`): :func:`icechart.cli.main.main` t
 the signal's code whatever happened afterwards, never 0, and leaves through ``os._exit`` so
 that no half-imported native library runs its finalisers (a C++ ``terminate`` would make it
 134).
+
+Python cannot raise out of some callbacks it runs for the interpreter (weakref callbacks, ``__del__``,
+garbage-collector hooks): an exception there is "ignored" and printed with a traceback. The
+handler's :class:`SignalExit` can land in one of those, so :func:`install` also sets an
+unraisable hook that keeps such a SignalExit silent and delivers the signal again a moment later,
+when ordinary code runs, where it stops the command as usual.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -52,7 +59,7 @@ class SignalExit(SystemExit):
         return signal.Signals(self.signum).name
 
 
-_state: dict[str, Any] = {"fired": False, "signum": None, "process": False}
+_state: dict[str, Any] = {"fired": False, "signum": None, "process": False, "announced": False}
 
 
 def received() -> int | None:
@@ -66,13 +73,35 @@ def _handler(signum: int, _frame: FrameType | None) -> None:
         os._exit(128 + (_state["signum"] or signum))
     _state["fired"] = True
     _state["signum"] = signum
-    name = signal.Signals(signum).name
-    try:
-        sys.stderr.write(f"icechart: {name} received; temporary files removed, stopping\n")
-        sys.stderr.flush()
-    except Exception:  # stderr may be closed under cron
-        pass
+    if not _state["announced"]:
+        _state["announced"] = True
+        name = signal.Signals(signum).name
+        try:
+            sys.stderr.write(f"icechart: {name} received; temporary files removed, stopping\n")
+            sys.stderr.flush()
+        except Exception:  # stderr may be closed under cron
+            pass
     raise SignalExit(signum)
+
+
+REDELIVERY_DELAY_S = 0.05
+"""How long after a SignalExit was swallowed in an interpreter callback the signal comes again."""
+
+
+def _redeliver(signum: int) -> None:
+    time.sleep(REDELIVERY_DELAY_S)  # the callback and the hook have returned by then
+    os.kill(os.getpid(), signum)
+
+
+def _unraisable(hook_args: Any, _previous: Any = sys.unraisablehook) -> None:
+    exc = hook_args.exc_value
+    if not isinstance(exc, SignalExit):
+        _previous(hook_args)
+        return
+    # Raised inside a callback the interpreter cannot propagate from: not the second signal, so
+    # clear "fired" and send the same signal again from a helper thread, to land in ordinary code.
+    _state["fired"] = False
+    threading.Thread(target=_redeliver, args=(exc.signum,), daemon=True).start()
 
 
 def install() -> None:
@@ -81,6 +110,7 @@ def install() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     _state["process"] = True
+    sys.unraisablehook = _unraisable
     for sig in HANDLED:
         signal.signal(sig, _handler)
 
@@ -114,7 +144,7 @@ def handle_signals() -> Iterator[None]:
     if _state["process"]:
         check()  # the command line's handler caught one during the imports
     else:  # library use: each block starts afresh
-        _state.update(fired=False, signum=None)
+        _state.update(fired=False, signum=None, announced=False)
     for sig in HANDLED:
         previous[sig] = signal.signal(sig, _handler)
     try:
