@@ -99,3 +99,60 @@ def test_parallel_tiles_equal_a_one_thread_serial_pass(tmp_path: Path) -> None:
     np.testing.assert_array_equal(sic1, sic2)
     for chart in p1:
         np.testing.assert_array_equal(p1[chart], p2[chart])
+
+
+def test_thread_settings_of_forward_workers_and_decision_do_not_leak(tmp_path):
+    """The forward's tile workers and a decision on another thread (icechart.infer.threads) each
+    set their own one thread; the caller's setting and the value a new thread starts with stay."""
+    import threading
+
+    import torch
+
+    from icechart.infer.forward import forward
+    from icechart.infer.threads import one_thread
+    from icechart.model.load import load_model
+    from icechart.testing import random_checkpoint
+
+    model = load_model(random_checkpoint(tmp_path / "m.safetensors"), device="cpu")
+    x = np.random.default_rng(2).standard_normal((model.net.in_channels, 70, 90)).astype(np.float32)
+    before = torch.get_num_threads()
+    seen: dict[str, int] = {}
+    inside = threading.Event()
+    release = threading.Event()
+
+    def decision() -> None:
+        with one_thread(torch.device("cpu")):
+            seen["decision"] = torch.get_num_threads()
+            inside.set()
+            release.wait(30)
+        seen["decision after"] = torch.get_num_threads()
+
+    def fresh() -> None:
+        seen["fresh"] = torch.get_num_threads()
+
+    tiles: set[tuple[str, int]] = set()
+    net_forward = model.net.forward
+
+    def recording(*args, **kwargs):
+        tiles.add((threading.current_thread().name.split("_")[0], torch.get_num_threads()))
+        return net_forward(*args, **kwargs)
+
+    model.net.forward = recording
+
+    try:
+        torch.set_num_threads(2)
+        t = threading.Thread(target=decision)
+        t.start()
+        assert inside.wait(30)
+        forward(model, x, tile_size=32, overlap=8)  # parallel tile workers while the decision holds 1
+        seen["caller"] = torch.get_num_threads()
+        release.set()
+        t.join(30)
+        f = threading.Thread(target=fresh)
+        f.start()
+        f.join(30)
+    finally:
+        release.set()
+        torch.set_num_threads(before)
+    assert seen == {"decision": 1, "caller": 2, "decision after": 2, "fresh": 2}
+    assert tiles == {("icechart-forward", 1)}

@@ -34,7 +34,6 @@ Masks: :func:`status_flags` gives the product's ``status_flag`` bits
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 
 from icechart.classes import N_CLASSES, STATUS_INVALID, STATUS_LAND, STATUS_OUTSIDE
+from icechart.infer.threads import one_thread
 
 SIC_MAX = N_CLASSES["SIC"] - 1
 """Largest SIC class (10: 100 %); regression outputs are clamped to [0, SIC_MAX]."""
@@ -141,23 +141,6 @@ class Axis:
         i1 = np.minimum(i0 + 1, n - 1)
         t = (u - i0).astype(np.float32)
         return cls(*(torch.from_numpy(a).to(device) if device is not None else torch.from_numpy(a) for a in (i0, i1, t)))
-
-
-@contextmanager
-def one_thread_on_cpu(device: torch.device) -> Iterator[None]:
-    """On a CPU, torch ops of the calling thread run on one intra-op thread for the duration, as
-    numpy's do: the products decide on a worker thread beside the sinks, and a team of threads
-    per elementwise op there (or on a loaded machine) spins at every op's barrier (the 5000² scene's
-    decision took 3.5x longer at a load of 5 on 2 cores). The count is per thread and restored."""
-    if device.type != "cpu":
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def gather_cols(a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -264,7 +247,7 @@ class Upsampler:
         # Per chart the probabilities the argmax runs over: SOD/FLOE over their ice classes only
         # when there is a SIC to decide open water (ice_consistent); the others over all.
         self.choice = {c: p[1:] if has_sic and c in ICE_CHARTS else p for c, p in self.probs.items()}
-        with one_thread_on_cpu(self.device):
+        with one_thread(self.device):
             top = {c: _top(p) for c, p in self.choice.items()}
             self.conf = {c: v[0] for c, v in top.items()}
             self.cls = {c: v[1] for c, v in top.items()}
@@ -275,13 +258,13 @@ class Upsampler:
 
     def field(self, a: Array, rows: slice) -> Any:
         """Any other low-res field (e.g. the SIC spread) bilinearly at SAR rows ``rows``."""
-        with one_thread_on_cpu(self.device):
+        with one_thread(self.device):
             return _out(bilinear(as_tensor(a, self.device), self.rows(rows), self.cols), self.numpy)
 
     def decide(self, rows: slice) -> tuple[dict[str, Any], dict[str, Any]]:
         """uint8 classes per chart and confidence (percent) per probabilistic chart for SAR
         lines ``rows`` (all samples), unmasked."""
-        with one_thread_on_cpu(self.device):
+        with one_thread(self.device):
             return self._decide(rows)
 
     def _decide(self, rows: slice) -> tuple[dict[str, Any], dict[str, Any]]:

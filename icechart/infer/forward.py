@@ -141,18 +141,20 @@ def forward(
             from collections import deque
             from concurrent.futures import ThreadPoolExecutor
 
-            torch.set_num_threads(1)
-            try:
-                with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="icechart-forward") as pool:
-                    pending = deque(pool.submit(run, win) for win in windows[:threads])
-                    for k, win in enumerate(windows):
-                        res = pending.popleft().result()
-                        if k + threads < len(windows):  # at most `threads` tiles in flight
-                            pending.append(pool.submit(run, windows[k + threads]))
-                        blend.add(win, res)
-                        del res
-            finally:
-                torch.set_num_threads(threads)
+            from icechart.infer.threads import one_thread_workers
+
+            # Each worker sets its own one thread (icechart.infer.threads); this thread's
+            # setting is left alone.
+            with one_thread_workers() as init, ThreadPoolExecutor(
+                max_workers=threads, thread_name_prefix="icechart-forward", initializer=init
+            ) as pool:
+                pending = deque(pool.submit(run, win) for win in windows[:threads])
+                for k, win in enumerate(windows):
+                    res = pending.popleft().result()
+                    if k + threads < len(windows):  # at most `threads` tiles in flight
+                        pending.append(pool.submit(run, windows[k + threads]))
+                    blend.add(win, res)
+                    del res
         else:
             for win in windows:
                 blend.add(win, run(win))

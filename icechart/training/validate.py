@@ -27,7 +27,8 @@ import torch
 from icechart.classes import CHARTS, FILL, N_CLASSES
 from icechart.errors import BadDataError
 from icechart.features import normalise, pixel_centres
-from icechart.infer.decide import Upsampler, as_tensor, one_thread_on_cpu
+from icechart.infer.decide import Upsampler, as_tensor
+from icechart.infer.threads import one_thread
 from icechart.score import ChartStats, ScoreAccumulator, ScoreResult
 from icechart.training.data import SceneData
 
@@ -108,7 +109,7 @@ def score_outputs(
     shape = (int(labels.shape[1]), int(labels.shape[2]))
     counts = {c: torch.zeros((N_CLASSES[c], N_CLASSES[c] + 1), dtype=torch.int64, device=device) for c in CHARTS}
     bad = {c: torch.zeros((), dtype=torch.int64, device=device) for c in CHARTS}
-    with one_thread_on_cpu(device):  # as the products decide (icechart.infer.decide)
+    with one_thread(device):  # as the products decide (icechart.infer.decide)
         for rows, pred in validation_charts(out, shape, factor=factor, method=method, sic_mode=sic_mode, block_rows=block_rows):
             ref = as_tensor(labels[:, rows], device)
             for k, chart in enumerate(CHARTS):
